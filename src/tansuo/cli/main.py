@@ -1,0 +1,358 @@
+"""The ``tansuo`` command line: a thin shell over the public Python functions.
+
+Every command that reports takes ``--json`` and then prints exactly one JSON document on stdout;
+progress bars and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tansuo.config import CleaningConfig, Settings
+from tansuo.data.bundled import DATASETS, dataset_info, load_dataset
+from tansuo.data.importer import ImportOptions, ImportReport, import_events, import_items
+from tansuo.data.stats import store_stats
+from tansuo.data.store import EventStore, open_store
+from tansuo.errors import TansuoError, UnreadableSourceError
+
+app = typer.Typer(
+    name="tansuo",
+    help="Tansuo (探索): learn, follow and explore shoppers' interests.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+import_app = typer.Typer(help="Import behaviour events or catalogue items from a file.",
+                         no_args_is_help=True)
+datasets_app = typer.Typer(help="Bundled datasets: list, describe, load into the store.",
+                           no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(datasets_app, name="datasets")
+
+err = Console(stderr=True)
+out = Console()
+
+
+@dataclass
+class _State:
+    settings: Settings
+
+    def store(self) -> EventStore:
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        return open_store(self.settings.resolved_database_url)
+
+
+def _state(ctx: typer.Context) -> _State:
+    state = ctx.find_root().obj
+    assert isinstance(state, _State)  # set by main(); typer always runs the callback first
+    return state
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    home: Annotated[Path | None, typer.Option(
+        "--home", help="Data directory (default: $TANSUO_HOME or ./tansuo-data).")] = None,
+    database_url: Annotated[str | None, typer.Option(
+        "--database-url", help="Event store URL (default: $TANSUO_DATABASE_URL or SQLite "
+                               "in the data directory).")] = None,
+) -> None:
+    overrides: dict[str, Any] = {}
+    if home is not None:
+        overrides["home"] = home
+    if database_url is not None:
+        overrides["database_url"] = database_url
+    try:
+        ctx.obj = _State(Settings(**overrides))
+    except ValueError as exc:
+        _fail(f"invalid settings: {exc}", 2)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for v in values or []:
+        key, sep, val = v.partition("=")
+        if not sep or not key.strip() or not val.strip():
+            _fail(f"{option} {v!r}: expected FIELD=VALUE, e.g. {option} user_id=customer", 2)
+        pairs[key.strip()] = val.strip()
+    return pairs
+
+
+def _print_report(report: ImportReport) -> None:
+    table = Table(title=f"import {report.kind} from {report.source} ({report.format})",
+                  show_header=True)
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    table.add_row("read", f"{report.rows_read:,}")
+    table.add_row("[green]accepted (new)[/]", f"{report.accepted:,}")
+    table.add_row("duplicates (already stored)", f"{report.duplicates:,}")
+    for reason, n in sorted(report.rejected_by_reason.items()):
+        table.add_row(f"[red]rejected: {reason}[/]", f"{n:,}")
+    if report.flagged_unknown_items:
+        table.add_row("flagged: unknown item", f"{report.flagged_unknown_items:,}")
+    table.caption = f"{report.seconds:.2f} s, {report.rows_per_second:,.0f} rows/s"
+    out.print(table)
+    if report.bot_users:
+        shown = ", ".join(report.bot_users[:5]) + (" …" if len(report.bot_users) > 5 else "")
+        out.print(f"bot-like users quarantined: {len(report.bot_users)} ({shown})")
+    if report.first_rejected:
+        rej = Table(title="first rejected rows (all are kept in the quarantine table)")
+        rej.add_column("line", justify="right")
+        rej.add_column("reason")
+        rej.add_column("detail", overflow="fold")
+        for r in report.first_rejected[:10]:
+            rej.add_row(str(r["line"]), r["reason"], r["detail"])
+        out.print(rej)
+
+
+def _import(ctx: typer.Context, kind: str, path: Path, fmt: str, maps: list[str] | None,
+            type_maps: list[str] | None, timestamp_unit: str | None, timezone: str,
+            delimiter: str | None, no_header: bool, columns: str | None, unknown_items: str,
+            bot_limit: int, max_future: float, as_json: bool, report_path: Path | None) -> None:
+    state = _state(ctx)
+    try:
+        cleaning = CleaningConfig(unknown_items=unknown_items,  # type: ignore[arg-type]
+                                  bot_max_events_per_minute=bot_limit,
+                                  max_future_seconds=max_future)
+    except ValueError as exc:
+        _fail(f"invalid cleaning option: {exc}", 2)
+    opts = ImportOptions(
+        format=fmt, column_map=_pairs(maps, "--map"), type_map=_pairs(type_maps, "--type-map"),
+        timestamp_unit=timestamp_unit, timezone=timezone, delimiter=delimiter,
+        header=False if no_header else None,
+        columns=tuple(c.strip() for c in columns.split(",")) if columns else None,
+        chunk_size=state.settings.chunk_size, cleaning=cleaning,
+    )
+    try:
+        with state.store() as store:
+            fn = import_events if kind == "events" else import_items
+            report = fn(store, path, opts)
+    except UnreadableSourceError as exc:
+        _fail(f"cannot import {path}: {exc}", 2)
+    except TansuoError as exc:
+        _fail(str(exc), 2)
+    doc = report.to_dict()
+    if report_path is not None:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(json.dumps(doc, indent=2, default=str))
+    if as_json:
+        _emit_json(doc)
+    else:
+        _print_report(report)
+    if report.nothing_imported:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(report.rejected_by_reason.items()))
+        _fail(f"nothing could be imported from {path}: {report.rows_read} rows read, "
+              f"none accepted ({reasons or 'the file has no data rows'})", 1)
+
+
+_FormatOpt = Annotated[str, typer.Option(
+    "--format", "-f",
+    help="auto, csv, parquet, jsonl, retailrocket, taobao, amazon or movielens.")]
+_MapOpt = Annotated[list[str] | None, typer.Option(
+    "--map", help="FIELD=COLUMN: read Tansuo field FIELD from source column COLUMN (repeatable).")]
+_TypeMapOpt = Annotated[list[str] | None, typer.Option(
+    "--type-map", help="SOURCE=TYPE: map a source event type to a Tansuo type (repeatable).")]
+_UnitOpt = Annotated[str | None, typer.Option(
+    "--timestamp-unit", help="Unit of numeric timestamps: s, ms or auto.")]
+_TzOpt = Annotated[str, typer.Option("--timezone", help="Zone of timestamps without offset.")]
+_DelimOpt = Annotated[str | None, typer.Option("--delimiter", help="CSV delimiter (sniffed).")]
+_NoHeaderOpt = Annotated[bool, typer.Option("--no-header", help="The CSV has no header line.")]
+_ColumnsOpt = Annotated[str | None, typer.Option(
+    "--columns", help="Column names for a file without header: a,b,c.")]
+_JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+_ReportOpt = Annotated[Path | None, typer.Option("--report", help="Also write the report as JSON.")]
+
+
+@import_app.command("events")
+def import_events_cmd(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="CSV, Parquet or JSONL file (.gz/.bz2/.xz ok).")],
+    fmt: _FormatOpt = "auto",
+    maps: _MapOpt = None,
+    type_maps: _TypeMapOpt = None,
+    timestamp_unit: _UnitOpt = None,
+    timezone: _TzOpt = "UTC",
+    delimiter: _DelimOpt = None,
+    no_header: _NoHeaderOpt = False,
+    columns: _ColumnsOpt = None,
+    unknown_items: Annotated[str, typer.Option(
+        "--unknown-items", help="Events on items not in the catalogue: keep, flag or drop.")
+    ] = "keep",
+    bot_limit: Annotated[int, typer.Option(
+        "--bot-max-per-minute", help="Quarantine users with more events in one minute (0: off).")
+    ] = 120,
+    max_future: Annotated[float, typer.Option(
+        "--max-future-seconds", help="Reject events further than this in the future.")
+    ] = 86_400.0,
+    as_json: _JsonOpt = False,
+    report_path: _ReportOpt = None,
+) -> None:
+    """Import behaviour events; rejected rows go to the quarantine table with their reason."""
+    _import(ctx, "events", path, fmt, maps, type_maps, timestamp_unit, timezone, delimiter,
+            no_header, columns, unknown_items, bot_limit, max_future, as_json, report_path)
+
+
+@import_app.command("items")
+def import_items_cmd(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="CSV, Parquet or JSONL catalogue file.")],
+    fmt: _FormatOpt = "auto",
+    maps: _MapOpt = None,
+    timezone: _TzOpt = "UTC",
+    delimiter: _DelimOpt = None,
+    no_header: _NoHeaderOpt = False,
+    columns: _ColumnsOpt = None,
+    as_json: _JsonOpt = False,
+    report_path: _ReportOpt = None,
+) -> None:
+    """Import (insert or update) catalogue items."""
+    _import(ctx, "items", path, fmt, maps, None, None, timezone, delimiter, no_header, columns,
+            "keep", 0, 86_400.0, as_json, report_path)
+
+
+@app.command("stats")
+def stats_cmd(ctx: typer.Context, as_json: _JsonOpt = False) -> None:
+    """Users, items, events by type and day, sparsity, sequence lengths."""
+    with _state(ctx).store() as store:
+        s = store_stats(store)
+    if as_json:
+        _emit_json(s.to_dict())
+        return
+    table = Table(title=f"Tansuo store{f' — {s.dataset}' if s.dataset else ''}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("users", f"{s.users:,}")
+    table.add_row("items (catalogue / with events)", f"{s.catalogue_items:,} / "
+                                                     f"{s.items_with_events:,}")
+    table.add_row("events", f"{s.events:,}")
+    for t, n in s.events_by_type.items():
+        table.add_row(f"  {t}", f"{n:,}")
+    table.add_row("first / last event", f"{s.first_event} / {s.last_event}")
+    table.add_row("days with events", f"{len(s.events_by_day):,}")
+    table.add_row("sparsity", f"{s.sparsity:.4%}")
+    if s.sequence_length:
+        sl = s.sequence_length
+        table.add_row("events per user (min/median/p90/max)",
+                      f"{sl['min']} / {sl['median']:g} / {sl['p90']:g} / {sl['max']}")
+    for r, n in s.quarantined_by_reason.items():
+        table.add_row(f"quarantined: {r}", f"{n:,}")
+    out.print(table)
+
+
+@app.command("quarantine")
+def quarantine_cmd(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", help="Rows to show.")] = 20,
+    as_json: _JsonOpt = False,
+) -> None:
+    """Rejected rows kept from imports, with reason and source line."""
+    with _state(ctx).store() as store:
+        rows = store.quarantined(limit=limit)
+    if as_json:
+        _emit_json(rows.to_dict(orient="records"))
+        return
+    table = Table(title="quarantined rows")
+    for c in ("source", "line", "reason", "detail"):
+        table.add_column(c, overflow="fold")
+    for r in rows.itertuples():
+        table.add_row(Path(str(r.source)).name, str(r.line), str(r.reason), str(r.detail))
+    out.print(table)
+
+
+@datasets_app.command("list")
+def datasets_list(as_json: _JsonOpt = False) -> None:
+    """The bundled datasets."""
+    if as_json:
+        _emit_json([{"name": d.name, "description": d.description} for d in DATASETS.values()])
+        return
+    table = Table(title="bundled datasets (no downloads)")
+    table.add_column("name")
+    table.add_column("description", overflow="fold")
+    for d in DATASETS.values():
+        table.add_row(d.name, d.description)
+    out.print(table)
+
+
+@datasets_app.command("info")
+def datasets_info(name: str, as_json: _JsonOpt = False) -> None:
+    """Where a dataset comes from, its licence and shape."""
+    try:
+        info = dataset_info(name)
+    except TansuoError as exc:
+        _fail(str(exc), 2)
+    doc = {"name": info.name, "description": info.description, "source": info.source,
+           "license": info.license, "shape": info.shape}
+    if as_json:
+        _emit_json(doc)
+        return
+    for k, v in doc.items():
+        out.print(f"[bold]{k}[/]: {v}", highlight=False)
+
+
+@datasets_app.command("load")
+def datasets_load(
+    ctx: typer.Context,
+    name: str,
+    users: Annotated[int | None, typer.Option(help="synthetic-shop: number of users.")] = None,
+    items: Annotated[int | None, typer.Option(help="synthetic-shop: number of items.")] = None,
+    seed: Annotated[int | None, typer.Option(help="synthetic-shop: random seed.")] = None,
+    as_json: _JsonOpt = False,
+) -> None:
+    """Load a bundled dataset into the store of the data directory."""
+    state = _state(ctx)
+    synthetic = None
+    if name == "synthetic-shop":
+        from tansuo.data.synthetic import ShopConfig
+
+        kwargs: dict[str, Any] = {}
+        for key, value in (("users", users), ("items", items), ("seed", seed)):
+            if value is not None:
+                kwargs[key] = value
+        synthetic = ShopConfig(**kwargs)
+    try:
+        with state.store() as store:
+            result = load_dataset(name, store, state.settings.home, synthetic=synthetic)
+    except TansuoError as exc:
+        _fail(str(exc), 2)
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    for report in result.reports:
+        _print_report(report)
+    for key, value in result.summary.items():
+        out.print(f"{key}: {value}")
+    for f in result.files:
+        out.print(f"wrote {f}")
+
+
+@app.command("demo")
+def demo_cmd(ctx: typer.Context) -> None:
+    """Load the default dataset (synthetic-shop) and print a summary of the store."""
+    state = _state(ctx)
+    err.print(f"[bold]Tansuo demo[/] — data directory {state.settings.home.resolve()}")
+    with state.store() as store:
+        result = load_dataset("synthetic-shop", store, state.settings.home)
+    for report in result.reports:
+        _print_report(report)
+    stats_cmd(ctx, as_json=False)
+
+
+def run() -> None:  # pragma: no cover - console entry point alias
+    app()

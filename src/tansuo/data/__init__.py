@@ -1,0 +1,1 @@
+"""Behaviour and catalogue data: schema, import, cleaning, store, bundled datasets."""

@@ -1,0 +1,478 @@
+"""Cleaning rules: turn raw rows into valid events and items, and say why any row was rejected.
+
+Rules for events, applied in this order (a row is rejected for the first rule it breaks):
+
+====================  ===================================================================
+missing_user_id       no user id
+missing_type          no event type
+unknown_type          the type (after the format's aliases) is not a Tansuo event type
+missing_timestamp     no timestamp
+bad_timestamp         not a date/time (ISO 8601) nor epoch seconds / milliseconds
+future_timestamp      later than now + ``max_future_seconds``
+too_old_timestamp     earlier than ``min_timestamp``
+missing_item_id       an event other than ``search`` without an item
+missing_query         a ``search`` with neither query text nor an item
+invalid_<field>       dwell_seconds, quantity, amount, rating or position not a number, or
+                      out of range (negative; dwell above ``max_dwell_seconds``; rating
+                      outside ``rating_range``)
+bot_user              the user has more than ``bot_max_events_per_minute`` events in one
+                      calendar minute (UTC) in this source
+unknown_item          the item is not in the catalogue and ``unknown_items="drop"``
+====================  ===================================================================
+
+Exact duplicates (the same ``event_id``, given or derived) are not rejections: they are
+counted as duplicates and stored once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tansuo.config import CleaningConfig
+from tansuo.data.formats import Format, Kind, RawChunk
+from tansuo.data.schema import EVENT_COLUMNS, ITEM_COLUMNS, EventType, derive_event_id
+from tansuo.data.store import QuarantineRow
+from tansuo.errors import UnreadableSourceError
+
+__all__ = ["EventCleaner", "ItemCleaner", "CleanChunk", "count_user_minutes"]
+
+_EVENT_TYPES = {t.value for t in EventType}
+#: Aliases understood for every format (lower-cased source value → Tansuo type).
+TYPE_ALIASES: dict[str, str] = {
+    "pv": "view",
+    "pageview": "view",
+    "page_view": "view",
+    "impression": "view",
+    "detail": "view",
+    "addtocart": "cart",
+    "add_to_cart": "cart",
+    "add-to-cart": "cart",
+    "transaction": "purchase",
+    "buy": "purchase",
+    "order": "purchase",
+    "rating": "review",
+    "rate": "review",
+    "fav": "favorite",
+    "favourite": "favorite",
+    "like": "favorite",
+    "wishlist": "favorite",
+    "not_interested": "dislike",
+    "hide": "dislike",
+    "query": "search",
+}
+_TZ_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$", re.IGNORECASE)
+_NUMERIC_FIELDS: dict[str, str] = {
+    "dwell_seconds": "float",
+    "quantity": "int",
+    "amount": "float",
+    "rating": "float",
+    "position": "int",
+}
+
+
+@dataclass(slots=True)
+class CleanChunk:
+    """Valid rows (canonical columns) and the rejected rows of one raw chunk."""
+
+    frame: pd.DataFrame
+    rejects: list[QuarantineRow]
+    in_chunk_duplicates: int = 0
+    flagged_unknown: int = 0
+
+
+def _text(series: pd.Series) -> pd.Series:
+    """Strings stripped; empty → None; integral floats lose their '.0' (ids from JSON)."""
+    values = series.astype(object)
+    out = []
+    for v in values.tolist():
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            out.append(None)
+            continue
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        s = str(v).strip()
+        out.append(s or None)
+    return pd.Series(out, index=series.index, dtype=object)
+
+
+def parse_timestamps(values: pd.Series, unit: str = "auto", timezone: str = "UTC") -> pd.Series:
+    """Parse mixed timestamps to epoch milliseconds (float, NaN where unparseable).
+
+    Numbers are epoch seconds or milliseconds (``unit``; ``auto`` guesses by magnitude,
+    also accepting micro- and nanoseconds). Strings are ISO 8601 (``Z``/offsets honoured;
+    naive times are in ``timezone``), with a slower fallback for other common layouts.
+    """
+    out = np.full(len(values), np.nan)
+    if not len(values):
+        return pd.Series(out, index=values.index)
+    raw = values.reset_index(drop=True)
+    num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype="float64")
+    is_num = ~np.isnan(num) & np.isfinite(num)
+    if is_num.any():
+        v = num[is_num]
+        if unit == "s":
+            ms = v * 1000.0
+        elif unit == "ms":
+            ms = v
+        else:
+            mag = np.abs(v)
+            ms = np.select(
+                [mag >= 1e17, mag >= 1e14, mag >= 1e11],
+                [v / 1e6, v / 1e3, v],
+                default=v * 1000.0,
+            )
+        out[is_num] = ms
+    str_mask = ~is_num & raw.notna().to_numpy()
+    if str_mask.any():
+        strs = raw[str_mask].astype(str).str.strip()
+        has_tz = strs.str.contains(_TZ_SUFFIX)
+        parsed = pd.Series(pd.NaT, index=strs.index, dtype="datetime64[ns, UTC]")
+        for aware, part in ((True, strs[has_tz]), (False, strs[~has_tz])):
+            if part.empty:
+                continue
+            dt = pd.to_datetime(part, utc=aware, errors="coerce", format="ISO8601")
+            rest = dt.isna()
+            if rest.any():
+                dt2 = pd.to_datetime(part[rest], utc=aware, errors="coerce", format="mixed")
+                dt = dt.astype(dt2.dtype) if not aware else dt
+                dt[rest] = dt2
+            if not aware:
+                dt = pd.to_datetime(dt, errors="coerce")
+                dt = dt.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+                dt = dt.dt.tz_convert("UTC")
+            parsed[part.index] = dt
+        ns = parsed.to_numpy(dtype="datetime64[ns]").astype("int64").astype("float64")
+        ns[parsed.isna().to_numpy()] = np.nan
+        out[str_mask] = ns / 1e6
+    return pd.Series(out, index=values.index)
+
+
+def count_user_minutes(users: pd.Series, ts_ms: pd.Series) -> Counter[tuple[str, int]]:
+    """Events per (user, calendar minute UTC) — the input of the bot rule."""
+    ok = users.notna() & ts_ms.notna()
+    minutes = (ts_ms[ok] // 60_000).astype("int64")
+    grouped = pd.DataFrame({"u": users[ok], "m": minutes}).value_counts()
+    return Counter({(u, int(m)): int(c) for (u, m), c in grouped.items()})
+
+
+def _raw_json(frame: pd.DataFrame, positions: np.ndarray) -> list[str]:
+    out = []
+    for rec in frame.iloc[positions].to_dict(orient="records"):
+        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
+        out.append(json.dumps(clean, default=str, ensure_ascii=False)[:4000])
+    return out
+
+
+@dataclass
+class _Rejector:
+    """Collects rejections for one chunk: first broken rule wins."""
+
+    n: int
+    reason: np.ndarray = field(init=False)
+    detail: list[str | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reason = np.full(self.n, "", dtype=object)
+        self.detail = [None] * self.n
+
+    @property
+    def alive(self) -> np.ndarray:
+        return self.reason == ""
+
+    def reject(self, mask: np.ndarray, reason: str, detail: Any) -> None:
+        """Reject rows in ``mask`` that are still alive; ``detail`` is a str or a row → str."""
+        hit = np.flatnonzero(mask & self.alive)
+        for i in hit.tolist():
+            self.reason[i] = reason
+            self.detail[i] = detail(i) if callable(detail) else detail
+
+    def quarantine(self, kind: Kind, source: str, raw: pd.DataFrame,
+                   lines: list[int]) -> list[QuarantineRow]:
+        dead = np.flatnonzero(~self.alive)
+        texts = _raw_json(raw, dead)
+        return [
+            QuarantineRow(kind, source, int(lines[i]), str(self.reason[i]), self.detail[i] or "",
+                          t)
+            for i, t in zip(dead.tolist(), texts, strict=True)
+        ]
+
+
+def _resolve_columns(
+    frame: pd.DataFrame, fields: tuple[str, ...], fmt: Format, kind: Kind,
+    column_map: Mapping[str, str], constants: Mapping[str, str], required: tuple[str, ...],
+    source: str,
+) -> dict[str, pd.Series]:
+    mapping = {**fmt.columns.get(kind, {}), **column_map}
+    cols: dict[str, pd.Series] = {}
+    present = set(frame.columns)
+    for name in fields:
+        src = mapping.get(name, name)
+        if name in constants:
+            cols[name] = pd.Series([constants[name]] * len(frame), index=frame.index, dtype=object)
+        elif src in present:
+            cols[name] = frame[src]
+        else:
+            cols[name] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+            if name in required and len(frame):
+                raise UnreadableSourceError(
+                    f"{source}: no column for required field '{name}' (looked for '{src}'); "
+                    f"columns are {sorted(present)}. Map one with --map {name}=COLUMN"
+                )
+    return cols
+
+
+@dataclass
+class EventCleaner:
+    """Applies the event rules to raw chunks of one source."""
+
+    fmt: Format
+    config: CleaningConfig = field(default_factory=CleaningConfig)
+    column_map: Mapping[str, str] = field(default_factory=dict)
+    type_map: Mapping[str, str] = field(default_factory=dict)
+    timestamp_unit: str | None = None
+    timezone: str = "UTC"
+    known_items: set[str] | None = None
+    bots: set[str] = field(default_factory=set)
+    now_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    def __post_init__(self) -> None:
+        self._types = {**TYPE_ALIASES, **{k.lower(): v for k, v in self.fmt.type_map.items()},
+                       **{k.lower(): v for k, v in self.type_map.items()}}
+        bad = sorted({v for v in self._types.values() if v not in _EVENT_TYPES})
+        if bad:
+            raise UnreadableSourceError(
+                f"type map targets {bad} are not event types; expected one of "
+                f"{sorted(_EVENT_TYPES)}"
+            )
+        self._unit = self.timestamp_unit or self.fmt.timestamp_unit
+        self._min_ms = float(
+            pd.Timestamp(self.config.min_timestamp).tz_convert("UTC").value // 1_000_000
+            if pd.Timestamp(self.config.min_timestamp).tzinfo
+            else pd.Timestamp(self.config.min_timestamp, tz="UTC").value // 1_000_000
+        )
+
+    def columns(self, chunk: RawChunk, source: str) -> dict[str, pd.Series]:
+        return _resolve_columns(
+            chunk.frame, EVENT_COLUMNS, self.fmt, "events", self.column_map, self.fmt.constants,
+            ("user_id", "type", "timestamp"), source,
+        )
+
+    def users_and_times(self, chunk: RawChunk, source: str) -> tuple[pd.Series, pd.Series]:
+        """Just the user ids and parsed timestamps (the bot rule's first pass)."""
+        cols = self.columns(chunk, source)
+        return _text(cols["user_id"]), parse_timestamps(cols["timestamp"], self._unit,
+                                                        self.timezone)
+
+    def clean(self, chunk: RawChunk, source: str) -> CleanChunk:
+        raw = chunk.frame.reset_index(drop=True)
+        cols = {k: v.reset_index(drop=True) for k, v in self.columns(chunk, source).items()}
+        n = len(raw)
+        rj = _Rejector(n)
+        user = _text(cols["user_id"])
+        item = _text(cols["item_id"])
+        query = _text(cols["query"])
+        typ_raw = _text(cols["type"])
+        typ = typ_raw.str.lower().map(lambda t: self._types.get(t, t) if isinstance(t, str) else t)
+
+        rj.reject(user.isna().to_numpy(), "missing_user_id", "field 'user_id' is empty")
+        rj.reject(typ.isna().to_numpy(), "missing_type", "field 'type' is empty")
+        typ_arr = typ.to_numpy(dtype=object)
+        rj.reject(
+            ~typ.isin(_EVENT_TYPES).to_numpy(),
+            "unknown_type",
+            lambda i: f"type {typ_raw[i]!r} is not one of {sorted(_EVENT_TYPES)}",
+        )
+        ts_raw = cols["timestamp"]
+        ts = parse_timestamps(ts_raw, self._unit, self.timezone).to_numpy()
+        rj.reject(ts_raw.isna().to_numpy() | (_text(ts_raw).isna().to_numpy()),
+                  "missing_timestamp", "field 'timestamp' is empty")
+        rj.reject(
+            np.isnan(ts),
+            "bad_timestamp",
+            lambda i: f"timestamp {ts_raw[i]!r} is not ISO 8601 nor epoch seconds/milliseconds",
+        )
+        limit = self.now_ms + self.config.max_future_seconds * 1000
+        with np.errstate(invalid="ignore"):
+            rj.reject(ts > limit, "future_timestamp",
+                      lambda i: f"timestamp {ts_raw[i]!r} is in the future (after now + "
+                                f"{self.config.max_future_seconds:g} s)")
+            rj.reject(ts < self._min_ms, "too_old_timestamp",
+                      lambda i: f"timestamp {ts_raw[i]!r} is before {self.config.min_timestamp}")
+        is_search = typ_arr == "search"
+        rj.reject(item.isna().to_numpy() & ~is_search, "missing_item_id",
+                  lambda i: f"field 'item_id' is empty for a {typ_arr[i]} event")
+        rj.reject(is_search & query.isna().to_numpy() & item.isna().to_numpy(), "missing_query",
+                  "a search needs 'query' text (or an item)")
+
+        numeric: dict[str, np.ndarray] = {}
+        for name, kind in _NUMERIC_FIELDS.items():
+            given = _text(cols[name])
+            val = pd.to_numeric(given, errors="coerce").to_numpy(dtype="float64")
+            bad = given.notna().to_numpy() & ~np.isfinite(val)
+            with np.errstate(invalid="ignore"):
+                if kind == "int":
+                    bad |= np.isfinite(val) & (val != np.round(val))
+                if name == "rating":
+                    lo, hi = self.config.rating_range
+                    bad |= (val < lo) | (val > hi)
+                    expected = f"a number in [{lo:g}, {hi:g}]"
+                elif name == "dwell_seconds":
+                    bad |= (val < 0) | (val > self.config.max_dwell_seconds)
+                    expected = f"seconds in [0, {self.config.max_dwell_seconds:g}]"
+                else:
+                    bad |= val < 0
+                    expected = "a non-negative " + ("integer" if kind == "int" else "number")
+            rj.reject(bad, f"invalid_{name}",
+                      lambda i, g=given, f=name, e=expected: f"{f} {g[i]!r} is not {e}")
+            numeric[name] = val
+
+        if self.bots:
+            rj.reject(user.isin(self.bots).to_numpy(), "bot_user",
+                      f"user sends more than {self.config.bot_max_events_per_minute} events "
+                      "in one minute")
+        unknown = np.zeros(n, dtype=bool)
+        if self.known_items is not None:
+            unknown = item.notna().to_numpy() & ~item.isin(self.known_items).to_numpy()
+            if self.config.unknown_items == "drop":
+                rj.reject(unknown, "unknown_item",
+                          lambda i: f"item {item[i]!r} is not in the catalogue")
+
+        rejects = [QuarantineRow("events", source, r.line, r.reason, r.detail, r.raw)
+                   for r in chunk.rejects]
+        rejects += rj.quarantine("events", source, raw, chunk.lines)
+        rejects.sort(key=lambda r: r.line)
+        keep = rj.alive
+        given_ids = _text(cols["event_id"])[keep].tolist()
+        out = pd.DataFrame({
+            "user_id": user[keep].to_numpy(dtype=object),
+            "item_id": item[keep].to_numpy(dtype=object),
+            "type": typ[keep].to_numpy(dtype=object),
+            "timestamp": np.round(ts[keep]).astype("int64"),
+            "dwell_seconds": numeric["dwell_seconds"][keep],
+            "query": query[keep].to_numpy(dtype=object),
+            "quantity": numeric["quantity"][keep],
+            "amount": numeric["amount"][keep],
+            "rating": numeric["rating"][keep],
+            "text": _text(cols["text"])[keep].to_numpy(dtype=object),
+            "request_id": _text(cols["request_id"])[keep].to_numpy(dtype=object),
+            "position": numeric["position"][keep],
+        })
+        out.insert(0, "event_id", _event_ids(out, given_ids))
+        flagged = unknown[keep]
+        out["unknown_item"] = flagged.astype("int8") if self.config.unknown_items == "flag" else 0
+        before = len(out)
+        out = out.drop_duplicates("event_id", keep="first").reset_index(drop=True)
+        return CleanChunk(out, rejects, before - len(out),
+                          int(flagged.sum()) if self.config.unknown_items == "flag" else 0)
+
+
+def _event_ids(frame: pd.DataFrame, given: list[str | None]) -> list[str]:
+    cols = [frame[c].tolist() for c in ("user_id", "item_id", "type", "timestamp", "query",
+                                        "request_id")]
+    positions = [None if math.isnan(p) else int(p) for p in frame["position"].tolist()]
+    return [
+        g if g else derive_event_id(u, i, t, ts, q, r, p)
+        for g, u, i, t, ts, q, r, p in zip(given, *cols, positions, strict=True)
+    ]
+
+
+@dataclass
+class ItemCleaner:
+    """Rules for catalogue rows: an item id is required; price must be a non-negative number;
+    attributes must be a JSON object; created_at a parseable time. Repeated ids: last wins."""
+
+    fmt: Format
+    column_map: Mapping[str, str] = field(default_factory=dict)
+    timezone: str = "UTC"
+
+    def clean(self, chunk: RawChunk, source: str) -> CleanChunk:
+        from tansuo.data.formats import item_row_transform
+
+        raw = chunk.frame.reset_index(drop=True)
+        frame = raw
+        transform = item_row_transform(self.fmt)
+        if {"property", "value", "itemid"} <= set(raw.columns):  # RetailRocket properties
+            frame = _retailrocket_items(raw)
+        elif transform is not None and self.fmt.container == "csv":
+            frame = pd.DataFrame([transform(r, "items") for r in raw.to_dict(orient="records")],
+                                 columns=list(ITEM_COLUMNS))
+        cols = {k: v.reset_index(drop=True) for k, v in _resolve_columns(
+            frame, ITEM_COLUMNS, self.fmt, "items", self.column_map, {}, ("item_id",), source,
+        ).items()}
+        rj = _Rejector(len(frame))
+        item = _text(cols["item_id"])
+        rj.reject(item.isna().to_numpy(), "missing_item_id", "field 'item_id' is empty")
+        price_s = _text(cols["price"])
+        price = pd.to_numeric(price_s, errors="coerce").to_numpy(dtype="float64")
+        with np.errstate(invalid="ignore"):
+            bad_price = price_s.notna().to_numpy() & (~np.isfinite(price) | (price < 0))
+        rj.reject(bad_price, "invalid_price",
+                  lambda i: f"price {price_s[i]!r} is not a non-negative number")
+        attrs = _text(cols["attributes"])
+        parsed_attrs: list[str | None] = []
+        bad_attrs = np.zeros(len(frame), dtype=bool)
+        for i, a in enumerate(attrs.tolist()):
+            if a is None:
+                parsed_attrs.append(None)
+                continue
+            try:
+                obj = json.loads(a)
+            except ValueError:
+                obj = None
+            if not isinstance(obj, dict):
+                bad_attrs[i] = True
+                parsed_attrs.append(None)
+            else:
+                parsed_attrs.append(json.dumps(obj, sort_keys=True, ensure_ascii=False))
+        rj.reject(bad_attrs, "invalid_attributes",
+                  lambda i: f"attributes {attrs[i]!r} is not a JSON object")
+        created_s = cols["created_at"]
+        created = parse_timestamps(created_s, "auto", self.timezone).to_numpy()
+        rj.reject(_text(created_s).notna().to_numpy() & np.isnan(created), "invalid_created_at",
+                  lambda i: f"created_at {created_s[i]!r} is not a date/time")
+        keep = rj.alive
+        rejects = [QuarantineRow("items", source, r.line, r.reason, r.detail, r.raw)
+                   for r in chunk.rejects]
+        lines = chunk.lines if len(frame) == len(raw) else list(range(1, len(frame) + 1))
+        rejects += rj.quarantine("items", source, frame, lines)
+        rejects.sort(key=lambda r: r.line)
+        created_kept = created[keep]
+        out = pd.DataFrame({
+            "item_id": item[keep].to_numpy(dtype=object),
+            "title": _text(cols["title"])[keep].to_numpy(dtype=object),
+            "category": _text(cols["category"])[keep].to_numpy(dtype=object),
+            "brand": _text(cols["brand"])[keep].to_numpy(dtype=object),
+            "price": price[keep],
+            "description": _text(cols["description"])[keep].to_numpy(dtype=object),
+            "attributes": np.array(parsed_attrs, dtype=object)[keep] if len(frame) else [],
+            "created_at": pd.array(
+                [None if np.isnan(c) else int(round(c)) for c in created_kept], dtype="Int64"
+            ),
+        })
+        before = len(out)
+        out = out.drop_duplicates("item_id", keep="last").reset_index(drop=True)
+        return CleanChunk(out, rejects, before - len(out))
+
+
+def _retailrocket_items(raw: pd.DataFrame) -> pd.DataFrame:
+    """RetailRocket item_properties: keep the latest categoryid / available per item."""
+    props = raw[raw["property"].isin(["categoryid", "available"])].copy()
+    props["ts"] = pd.to_numeric(props["timestamp"], errors="coerce")
+    props = props.sort_values("ts").drop_duplicates(["itemid", "property"], keep="last")
+    wide = props.pivot(index="itemid", columns="property", values="value")
+    out = pd.DataFrame({"item_id": wide.index.astype(object)})
+    out["category"] = wide["categoryid"].to_numpy() if "categoryid" in wide else None
+    if "available" in wide:
+        out["attributes"] = [None if pd.isna(a) else json.dumps({"available": a == "1"})
+                             for a in wide["available"].to_numpy()]
+    return out

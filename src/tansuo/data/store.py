@@ -1,0 +1,487 @@
+"""The event store: SQLite (embedded default, WAL mode) or PostgreSQL, chosen by one URL.
+
+Both backends share the schema and every read path; they differ only in how a batch is
+written (``INSERT OR IGNORE`` for SQLite, ``COPY`` into a staging table then
+``INSERT ... ON CONFLICT DO NOTHING`` for PostgreSQL) and in their DDL.
+
+Guarantees:
+- idempotent: an event is identified by ``event_id`` (given, or derived from its content), and
+  the same event written twice is stored once;
+- transactional: :meth:`EventStore.write_events` writes a whole batch or nothing;
+- ordered reads: a user's events come back by ``(timestamp, seq)``, where ``seq`` is the order
+  of ingestion, so events with equal timestamps keep their file order.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pandas as pd
+
+from tansuo.data.schema import EVENT_COLUMNS, ITEM_COLUMNS
+from tansuo.errors import ConfigError, StoreError
+
+__all__ = [
+    "EventStore",
+    "SQLiteStore",
+    "PostgresStore",
+    "WriteResult",
+    "QuarantineRow",
+    "open_store",
+]
+
+# Column names inside the database (``timestamp`` is a reserved word in places).
+_DB_EVENT_COLUMNS = tuple("ts" if c == "timestamp" else c for c in EVENT_COLUMNS)
+_EVENT_TYPES = {
+    "event_id": "TEXT NOT NULL UNIQUE",
+    "user_id": "TEXT NOT NULL",
+    "item_id": "TEXT",
+    "type": "TEXT NOT NULL",
+    "ts": "BIGINT NOT NULL",
+    "dwell_seconds": "DOUBLE PRECISION",
+    "query": "TEXT",
+    "quantity": "BIGINT",
+    "amount": "DOUBLE PRECISION",
+    "rating": "DOUBLE PRECISION",
+    "text": "TEXT",
+    "request_id": "TEXT",
+    "position": "BIGINT",
+}
+_INT_COLUMNS = {"ts", "quantity", "position"}
+_FLOAT_COLUMNS = {"dwell_seconds", "amount", "rating"}
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """Outcome of writing one batch: rows newly stored and rows that were already there."""
+
+    inserted: int
+    duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRow:
+    """A rejected input row, kept with the reason instead of being thrown away."""
+
+    kind: str  # "events" or "items"
+    source: str
+    line: int
+    reason: str
+    detail: str
+    raw: str
+
+
+def _column_defs(serial: str) -> str:
+    cols = ",\n  ".join(f"{name} {typ}" for name, typ in _EVENT_TYPES.items())
+    return f"""
+CREATE TABLE IF NOT EXISTS events (
+  seq {serial},
+  {cols},
+  unknown_item SMALLINT NOT NULL DEFAULT 0,
+  import_id BIGINT
+);
+CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts, seq);
+CREATE INDEX IF NOT EXISTS events_item ON events (item_id);
+CREATE TABLE IF NOT EXISTS items (
+  item_id TEXT PRIMARY KEY,
+  title TEXT,
+  category TEXT,
+  brand TEXT,
+  price DOUBLE PRECISION,
+  description TEXT,
+  attributes TEXT,
+  created_at BIGINT,
+  updated_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+  id {serial},
+  import_id BIGINT,
+  kind TEXT NOT NULL,
+  source TEXT NOT NULL,
+  line BIGINT NOT NULL,
+  reason TEXT NOT NULL,
+  detail TEXT,
+  raw TEXT,
+  created_at BIGINT NOT NULL,
+  UNIQUE (kind, source, line, reason)
+);
+CREATE TABLE IF NOT EXISTS imports (
+  import_id {serial},
+  kind TEXT NOT NULL,
+  source TEXT NOT NULL,
+  format TEXT NOT NULL,
+  started_at BIGINT NOT NULL,
+  finished_at BIGINT,
+  status TEXT NOT NULL,
+  report TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+"""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _none_if_nan(values: pd.Series, kind: str) -> list[Any]:
+    """A column as a Python list with None for missing values, ints as ints."""
+    mask = values.isna().to_numpy()
+    if kind == "int":
+        arr = values.to_numpy(dtype="float64", na_value=np.nan)
+        out: list[Any] = np.where(mask, 0, arr).astype(np.int64).tolist()
+    elif kind == "float":
+        out = values.to_numpy(dtype="float64", na_value=np.nan).tolist()
+    else:
+        out = values.astype(object).tolist()
+    if mask.any():
+        for i in np.flatnonzero(mask).tolist():
+            out[i] = None
+    return out
+
+
+def _event_rows(batch: pd.DataFrame, import_id: int | None) -> list[tuple[Any, ...]]:
+    columns = []
+    for col, db_col in zip(EVENT_COLUMNS, _DB_EVENT_COLUMNS, strict=True):
+        kind = "int" if db_col in _INT_COLUMNS else "float" if db_col in _FLOAT_COLUMNS else "str"
+        columns.append(_none_if_nan(batch[col], kind))
+    flags = (
+        batch["unknown_item"].astype("int64").tolist()
+        if "unknown_item" in batch
+        else [0] * len(batch)
+    )
+    columns.append(flags)
+    columns.append([import_id] * len(batch))
+    return list(zip(*columns, strict=True))
+
+
+def _item_rows(items: pd.DataFrame) -> list[tuple[Any, ...]]:
+    now = _now_ms()
+    cols: list[list[Any]] = []
+    for c in ITEM_COLUMNS:
+        kind = "float" if c == "price" else "int" if c == "created_at" else "str"
+        values = items[c] if c in items else pd.Series([None] * len(items), dtype=object)
+        if c == "attributes":
+            values = values.map(
+                lambda v: v if v is None or isinstance(v, str) else json.dumps(v, sort_keys=True)
+            )
+        cols.append(_none_if_nan(values.reset_index(drop=True), kind))
+    cols.append([now] * len(items))
+    return list(zip(*cols, strict=True))
+
+
+class EventStore(ABC):
+    """Behaviour events, catalogue items, quarantined rows and the import log."""
+
+    url: str
+    placeholder: str = "?"
+
+    # -- connection plumbing (backend specific) ---------------------------------------------
+    @abstractmethod
+    def _connect(self) -> Any: ...
+
+    @abstractmethod
+    def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> int:
+        """Insert rows, ignoring existing event_ids; return how many were inserted."""
+
+    @abstractmethod
+    def _ddl(self) -> str: ...
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A cursor inside one transaction: committed on success, rolled back on error."""
+        conn = self._conn
+        cur = conn.cursor()
+        try:
+            yield cur
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            cur.close()
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn = self._connect()
+        self.init_schema()
+
+    def init_schema(self) -> None:
+        with self.transaction() as cur:
+            for stmt in self._ddl().split(";"):
+                if stmt.strip():
+                    cur.execute(stmt)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _q(self, sql: str) -> str:
+        return sql.replace("?", self.placeholder)
+
+    def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.transaction() as cur:
+            cur.execute(self._q(sql), tuple(params))
+            return list(cur.fetchall())
+
+    # -- writes -------------------------------------------------------------------------------
+    def write_events(
+        self,
+        batch: pd.DataFrame,
+        import_id: int | None = None,
+        quarantine: Sequence[QuarantineRow] = (),
+    ) -> WriteResult:
+        """Store a batch of clean events (columns ``EVENT_COLUMNS``, ``event_id`` filled) and its
+        rejected rows, all in one transaction. Already-stored events are skipped."""
+        rows = _event_rows(batch, import_id) if len(batch) else []
+        with self.transaction() as cur:
+            inserted = self._insert_events(cur, rows) if rows else 0
+            self._insert_quarantine(cur, quarantine, import_id)
+        return WriteResult(inserted=inserted, duplicates=len(rows) - inserted)
+
+    def _insert_quarantine(
+        self, cur: Any, rows: Sequence[QuarantineRow], import_id: int | None
+    ) -> None:
+        if not rows:
+            return
+        now = _now_ms()
+        cur.executemany(
+            self._q(
+                "INSERT INTO quarantine (import_id, kind, source, line, reason, detail, raw, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (kind, source, line, reason) DO NOTHING"
+            ),
+            [(import_id, r.kind, r.source, r.line, r.reason, r.detail, r.raw, now) for r in rows],
+        )
+
+    def upsert_items(
+        self, items: pd.DataFrame, quarantine: Sequence[QuarantineRow] = (),
+        import_id: int | None = None,
+    ) -> int:
+        """Insert or replace catalogue items (columns ``ITEM_COLUMNS``); returns rows written."""
+        rows = _item_rows(items) if len(items) else []
+        cols = (*ITEM_COLUMNS, "updated_at")
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+        sql = self._q(
+            f"INSERT INTO items ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+            f"ON CONFLICT (item_id) DO UPDATE SET {updates}"
+        )
+        with self.transaction() as cur:
+            if rows:
+                cur.executemany(sql, rows)
+            self._insert_quarantine(cur, quarantine, import_id)
+        return len(rows)
+
+    def begin_import(self, kind: str, source: str, fmt: str) -> int:
+        with self.transaction() as cur:
+            cur.execute(
+                self._q(
+                    "INSERT INTO imports (kind, source, format, started_at, status) "
+                    "VALUES (?, ?, ?, ?, 'running') RETURNING import_id"
+                ),
+                (kind, source, fmt, _now_ms()),
+            )
+            return int(cur.fetchone()[0])
+
+    def finish_import(self, import_id: int, status: str, report: dict[str, Any]) -> None:
+        with self.transaction() as cur:
+            cur.execute(
+                self._q(
+                    "UPDATE imports SET finished_at = ?, status = ?, report = ? WHERE import_id = ?"
+                ),
+                (_now_ms(), status, json.dumps(report), import_id),
+            )
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.transaction() as cur:
+            cur.execute(
+                self._q(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                ),
+                (key, json.dumps(value)),
+            )
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        rows = self._fetchall("SELECT value FROM meta WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else default
+
+    # -- reads --------------------------------------------------------------------------------
+    def count_events(self) -> int:
+        return int(self._fetchall("SELECT COUNT(*) FROM events")[0][0])
+
+    def item_ids(self) -> set[str]:
+        return {r[0] for r in self._fetchall("SELECT item_id FROM items")}
+
+    def events(
+        self,
+        columns: Sequence[str] = EVENT_COLUMNS,
+        user_ids: Iterable[str] | None = None,
+    ) -> pd.DataFrame:
+        """Events ordered by ``(user_id, timestamp, seq)`` as a DataFrame with the given columns
+        (``timestamp`` as int64 epoch ms)."""
+        unknown = set(columns) - set(EVENT_COLUMNS) - {"unknown_item", "seq"}
+        if unknown:
+            raise StoreError(f"unknown event columns {sorted(unknown)}; expected {EVENT_COLUMNS}")
+        db_cols = ["ts" if c == "timestamp" else c for c in columns]
+        sql = f"SELECT {', '.join(db_cols)} FROM events"
+        params: list[Any] = []
+        if user_ids is not None:
+            users = list(user_ids)
+            if not users:
+                return pd.DataFrame({c: [] for c in columns})
+            sql += f" WHERE user_id IN ({', '.join('?' * len(users))})"
+            params = users
+        sql += " ORDER BY user_id, ts, seq"
+        rows = self._fetchall(sql, params)
+        frame = pd.DataFrame.from_records(rows, columns=list(columns), coerce_float=False)
+        for c in columns:
+            if c in ("timestamp", "seq"):
+                frame[c] = frame[c].astype("int64")
+        return frame
+
+    def items(self) -> pd.DataFrame:
+        rows = self._fetchall(f"SELECT {', '.join(ITEM_COLUMNS)} FROM items ORDER BY item_id")
+        return pd.DataFrame.from_records(rows, columns=list(ITEM_COLUMNS))
+
+    def quarantined(self, limit: int | None = None, import_id: int | None = None) -> pd.DataFrame:
+        sql = "SELECT import_id, kind, source, line, reason, detail, raw FROM quarantine"
+        params: list[Any] = []
+        if import_id is not None:
+            sql += " WHERE import_id = ?"
+            params.append(import_id)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = self._fetchall(sql, params)
+        cols = ["import_id", "kind", "source", "line", "reason", "detail", "raw"]
+        return pd.DataFrame.from_records(rows, columns=cols)
+
+    def imports(self) -> pd.DataFrame:
+        rows = self._fetchall(
+            "SELECT import_id, kind, source, format, started_at, finished_at, status, report "
+            "FROM imports ORDER BY import_id"
+        )
+        cols = ["import_id", "kind", "source", "format", "started_at", "finished_at", "status",
+                "report"]
+        return pd.DataFrame.from_records(rows, columns=cols)
+
+    def delete_user(self, user_id: str) -> int:
+        """Remove every event of one user; returns the number removed."""
+        with self.transaction() as cur:
+            cur.execute(self._q("DELETE FROM events WHERE user_id = ?"), (user_id,))
+            return int(cur.rowcount)
+
+
+class SQLiteStore(EventStore):
+    """Embedded store: one SQLite file in WAL mode."""
+
+    placeholder = "?"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        super().__init__(f"sqlite:///{self.path}")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level="DEFERRED", timeout=30.0,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA cache_size=-65536")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open SQLite store at {self.path}: {exc}") from exc
+        return conn
+
+    def _ddl(self) -> str:
+        return _column_defs("INTEGER PRIMARY KEY")
+
+    def _insert_events(self, cur: sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> int:
+        cols = (*_DB_EVENT_COLUMNS, "unknown_item", "import_id")
+        before = self._conn.total_changes
+        cur.executemany(
+            f"INSERT OR IGNORE INTO events ({', '.join(cols)}) "
+            f"VALUES ({', '.join('?' * len(cols))})",
+            rows,
+        )
+        return self._conn.total_changes - before
+
+
+class PostgresStore(EventStore):
+    """Production store on PostgreSQL (psycopg 3). Batches are loaded with COPY."""
+
+    placeholder = "%s"
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        try:
+            return psycopg.connect(self.url, autocommit=False)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {_redact(self.url)}: {exc}") from exc
+
+    def _ddl(self) -> str:
+        return _column_defs("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+
+    def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> int:
+        cols = (*_DB_EVENT_COLUMNS, "unknown_item", "import_id")
+        col_list = ", ".join(cols)
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS _stage_events "
+            "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        with cur.copy(f"COPY _stage_events ({col_list}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        # DISTINCT ON guards against one id twice in the same batch (callers dedupe already).
+        cur.execute(
+            f"INSERT INTO events ({col_list}) "
+            f"SELECT DISTINCT ON (event_id) {col_list} FROM _stage_events "
+            f"ON CONFLICT (event_id) DO NOTHING"
+        )
+        return int(cur.rowcount)
+
+
+def _redact(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url
+
+
+def open_store(url: str) -> EventStore:
+    """Open the store at ``sqlite:///path`` or ``postgresql://...`` (creating tables if needed)."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute/path.db
+        if not url.startswith("sqlite:///"):
+            raise ConfigError(f"database URL {url!r} must look like sqlite:///path/to.db")
+        path = unquote(url[len("sqlite:///"):].split("?", 1)[0])
+        if not path:
+            raise ConfigError(f"database URL {url!r} has no file path; use sqlite:///path/to.db")
+        return SQLiteStore(path)
+    if scheme in ("postgresql", "postgres"):
+        return PostgresStore(url)
+    raise ConfigError(
+        f"unsupported database URL scheme {scheme!r} in {_redact(url)!r}; "
+        "expected sqlite:///path.db or postgresql://user@host/db"
+    )
