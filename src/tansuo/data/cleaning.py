@@ -26,21 +26,24 @@ counted as duplicates and stored once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
 import time
-from collections import Counter
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from tansuo.config import CleaningConfig
 from tansuo.data.formats import Format, Kind, RawChunk
-from tansuo.data.schema import EVENT_COLUMNS, ITEM_COLUMNS, EventType, derive_event_id
+from tansuo.data.schema import _TS_MASK, EVENT_COLUMNS, ITEM_COLUMNS, EventType
 from tansuo.data.store import QuarantineRow
 from tansuo.errors import UnreadableSourceError
 
@@ -90,11 +93,31 @@ class CleanChunk:
     flagged_unknown: int = 0
 
 
+def _arrow_text(values: pd.Series) -> pa.Array:
+    """Values as an Arrow string array: stripped, empty → null. Arrow-backed columns (from the
+    CSV reader) are used as they are; other values are converted once."""
+    if isinstance(values.dtype, pd.ArrowDtype) and pa.types.is_string(values.dtype.pyarrow_dtype):
+        arr = pa.array(values.array)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+    else:
+        try:
+            arr = pa.array(values.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            arr = pa.array(_text_slow(values).to_numpy(), type=pa.string(), from_pandas=True)
+    arr = pc.utf8_trim_whitespace(arr)
+    return pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+
+
 def _text(series: pd.Series) -> pd.Series:
     """Strings stripped; empty → None; integral floats lose their '.0' (ids from JSON)."""
-    values = series.astype(object)
+    return pd.Series(_arrow_text(series).to_numpy(zero_copy_only=False), index=series.index,
+                     dtype=object)
+
+
+def _text_slow(series: pd.Series) -> pd.Series:
     out = []
-    for v in values.tolist():
+    for v in series.astype(object).tolist():
         if v is None or (isinstance(v, float) and math.isnan(v)):
             out.append(None)
             continue
@@ -103,6 +126,21 @@ def _text(series: pd.Series) -> pd.Series:
         s = str(v).strip()
         out.append(s or None)
     return pd.Series(out, index=series.index, dtype=object)
+
+
+_NUMBER = r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$"
+_TZ_SUFFIX_RE = r"(?:[zZ]|[+-]\d{2}:?\d{2})$"
+
+
+def parse_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(float values with NaN where missing or invalid, mask of given-but-invalid values)."""
+    arr = _arrow_text(values)
+    ok = pc.fill_null(pc.match_substring_regex(arr, _NUMBER), False)
+    num = pc.cast(pc.if_else(ok, arr, pa.scalar(None, pa.string())), pa.float64())
+    out = num.to_numpy(zero_copy_only=False)
+    given = pc.is_valid(arr).to_numpy(zero_copy_only=False)
+    ok_np = ok.to_numpy(zero_copy_only=False)
+    return out, given & ~ok_np
 
 
 def parse_timestamps(values: pd.Series, unit: str = "auto", timezone: str = "UTC") -> pd.Series:
@@ -115,9 +153,8 @@ def parse_timestamps(values: pd.Series, unit: str = "auto", timezone: str = "UTC
     out = np.full(len(values), np.nan)
     if not len(values):
         return pd.Series(out, index=values.index)
-    raw = values.reset_index(drop=True)
-    num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype="float64")
-    is_num = ~np.isnan(num) & np.isfinite(num)
+    num, _ = parse_numbers(values)
+    is_num = np.isfinite(num)
     if is_num.any():
         v = num[is_num]
         if unit == "s":
@@ -132,43 +169,61 @@ def parse_timestamps(values: pd.Series, unit: str = "auto", timezone: str = "UTC
                 default=v * 1000.0,
             )
         out[is_num] = ms
-    str_mask = ~is_num & raw.notna().to_numpy()
+    arr = _arrow_text(values)
+    str_mask = ~is_num & pc.is_valid(arr).to_numpy(zero_copy_only=False)
     if str_mask.any():
-        strs = raw[str_mask].astype(str).str.strip()
-        has_tz = strs.str.contains(_TZ_SUFFIX)
-        parsed = pd.Series(pd.NaT, index=strs.index, dtype="datetime64[ns, UTC]")
-        for aware, part in ((True, strs[has_tz]), (False, strs[~has_tz])):
-            if part.empty:
+        strs = pd.Series(pc.filter(arr, pa.array(str_mask)).to_numpy(zero_copy_only=False),
+                         dtype=object)
+        has_tz = pc.match_substring_regex(pa.array(strs.to_numpy(), type=pa.string()),
+                                          _TZ_SUFFIX_RE).to_numpy(zero_copy_only=False)
+        parsed = np.full(len(strs), np.nan)
+        for aware in (True, False):
+            sel = has_tz if aware else ~has_tz
+            if not sel.any():
                 continue
+            part = strs[sel]
             dt = pd.to_datetime(part, utc=aware, errors="coerce", format="ISO8601")
             rest = dt.isna()
             if rest.any():
-                dt2 = pd.to_datetime(part[rest], utc=aware, errors="coerce", format="mixed")
-                dt = dt.astype(dt2.dtype) if not aware else dt
-                dt[rest] = dt2
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    dt2 = pd.to_datetime(part[rest], utc=aware, errors="coerce", format="mixed")
+                if aware:
+                    dt[rest] = dt2
+                else:
+                    dt = pd.to_datetime(dt, errors="coerce")
+                    dt[rest] = pd.to_datetime(dt2, errors="coerce")
             if not aware:
-                dt = pd.to_datetime(dt, errors="coerce")
                 dt = dt.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
-                dt = dt.dt.tz_convert("UTC")
-            parsed[part.index] = dt
-        ns = parsed.to_numpy(dtype="datetime64[ns]").astype("int64").astype("float64")
-        ns[parsed.isna().to_numpy()] = np.nan
-        out[str_mask] = ns / 1e6
+            ns = dt.dt.tz_convert("UTC").to_numpy(dtype="datetime64[ns]").astype("int64")
+            vals = ns.astype("float64") / 1e6
+            vals[dt.isna().to_numpy()] = np.nan
+            parsed[sel] = vals
+        out[str_mask] = parsed
     return pd.Series(out, index=values.index)
 
 
-def count_user_minutes(users: pd.Series, ts_ms: pd.Series) -> Counter[tuple[str, int]]:
-    """Events per (user, calendar minute UTC) — the input of the bot rule."""
-    ok = users.notna() & ts_ms.notna()
-    minutes = (ts_ms[ok] // 60_000).astype("int64")
-    grouped = pd.DataFrame({"u": users[ok], "m": minutes}).value_counts()
-    return Counter({(u, int(m)): int(c) for (u, m), c in grouped.items()})
+def count_user_minutes(users: pd.Series, ts_ms: pd.Series) -> pd.Series:
+    """Events per (user, calendar minute UTC) — the input of the bot rule. Returns a Series
+    indexed by (user, minute)."""
+    ok = (users.notna() & ts_ms.notna()).to_numpy()
+    codes, uniques = pd.factorize(users[ok])
+    minutes = (ts_ms[ok].to_numpy() // 60_000).astype(np.int64)
+    if not len(minutes):
+        return pd.Series([], dtype=np.int64, index=pd.MultiIndex.from_arrays([[], []]))
+    lo = minutes.min()
+    keys, counts = np.unique((codes.astype(np.int64) << 32) | (minutes - lo), return_counts=True)
+    index = pd.MultiIndex.from_arrays(
+        [np.asarray(uniques, dtype=object)[keys >> 32], (keys & 0xFFFFFFFF) + lo],
+        names=["user", "minute"])
+    return pd.Series(counts, index=index)
 
 
 def _raw_json(frame: pd.DataFrame, positions: np.ndarray) -> list[str]:
     out = []
     for rec in frame.iloc[positions].to_dict(orient="records"):
-        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
+        clean = {k: (None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v)
+                 for k, v in rec.items()}
         out.append(json.dumps(clean, default=str, ensure_ascii=False)[:4000])
     return out
 
@@ -244,6 +299,8 @@ class EventCleaner:
     known_items: set[str] | None = None
     bots: set[str] = field(default_factory=set)
     now_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    #: Timestamps already parsed by the bot scan, one array per chunk, in reading order.
+    parsed_timestamps: Iterator[np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self._types = {**TYPE_ALIASES, **{k.lower(): v for k, v in self.fmt.type_map.items()},
@@ -267,9 +324,16 @@ class EventCleaner:
             ("user_id", "type", "timestamp"), source,
         )
 
+    def source_columns(self, *fields: str) -> tuple[str, ...]:
+        """Source column names that feed the given Tansuo fields."""
+        mapping = {**self.fmt.columns.get("events", {}), **self.column_map}
+        return tuple(mapping.get(f, f) for f in fields)
+
     def users_and_times(self, chunk: RawChunk, source: str) -> tuple[pd.Series, pd.Series]:
         """Just the user ids and parsed timestamps (the bot rule's first pass)."""
-        cols = self.columns(chunk, source)
+        fields = ("user_id", "timestamp")
+        cols = _resolve_columns(chunk.frame, fields, self.fmt, "events", self.column_map,
+                                self.fmt.constants, fields, source)
         return _text(cols["user_id"]), parse_timestamps(cols["timestamp"], self._unit,
                                                         self.timezone)
 
@@ -293,7 +357,9 @@ class EventCleaner:
             lambda i: f"type {typ_raw[i]!r} is not one of {sorted(_EVENT_TYPES)}",
         )
         ts_raw = cols["timestamp"]
-        ts = parse_timestamps(ts_raw, self._unit, self.timezone).to_numpy()
+        ts = next(self.parsed_timestamps, None) if self.parsed_timestamps is not None else None
+        if ts is None or len(ts) != n:
+            ts = parse_timestamps(ts_raw, self._unit, self.timezone).to_numpy()
         rj.reject(ts_raw.isna().to_numpy() | (_text(ts_raw).isna().to_numpy()),
                   "missing_timestamp", "field 'timestamp' is empty")
         rj.reject(
@@ -316,9 +382,9 @@ class EventCleaner:
 
         numeric: dict[str, np.ndarray] = {}
         for name, kind in _NUMERIC_FIELDS.items():
-            given = _text(cols[name])
-            val = pd.to_numeric(given, errors="coerce").to_numpy(dtype="float64")
-            bad = given.notna().to_numpy() & ~np.isfinite(val)
+            given = cols[name]
+            val, bad = parse_numbers(given)
+            bad |= ~np.isfinite(val) & ~np.isnan(val)
             with np.errstate(invalid="ignore"):
                 if kind == "int":
                     bad |= np.isfinite(val) & (val != np.round(val))
@@ -377,12 +443,22 @@ class EventCleaner:
 
 
 def _event_ids(frame: pd.DataFrame, given: list[str | None]) -> list[str]:
-    cols = [frame[c].tolist() for c in ("user_id", "item_id", "type", "timestamp", "query",
-                                        "request_id")]
-    positions = [None if math.isnan(p) else int(p) for p in frame["position"].tolist()]
+    """Given ids, or ids derived exactly as :func:`derive_event_id` does (vectorised key)."""
+    if not len(frame):
+        return []
+    parts = []
+    for c in ("user_id", "item_id", "type", "timestamp", "query", "request_id"):
+        parts.append(pc.cast(pa.array(frame[c].to_numpy(), from_pandas=True), pa.string()))
+    pos = frame["position"].to_numpy(dtype="float64")
+    parts.append(pc.cast(pa.array(np.where(np.isnan(pos), 0, pos).astype(np.int64),
+                                  mask=np.isnan(pos)), pa.string()))
+    keys = pc.binary_join_element_wise(*parts, "\x1f", null_handling="replace",
+                                       null_replacement="").to_pylist()
+    blake = hashlib.blake2b
+    stamps = (frame["timestamp"].to_numpy(dtype=np.int64) & _TS_MASK).tolist()
     return [
-        g if g else derive_event_id(u, i, t, ts, q, r, p)
-        for g, u, i, t, ts, q, r, p in zip(given, *cols, positions, strict=True)
+        g if g else f"d:{t:011x}{blake(k.encode('utf-8'), digest_size=16).hexdigest()}"
+        for g, k, t in zip(given, keys, stamps, strict=True)
     ]
 
 

@@ -81,6 +81,7 @@ class ReadOptions:
     header: bool | None = None  # None: decided by the format
     columns: tuple[str, ...] | None = None  # names for a header-less file
     encoding: str = "utf-8"
+    only: tuple[str, ...] | None = None  # source columns to keep (CSV); None: all
 
 
 @dataclass(frozen=True)
@@ -305,54 +306,171 @@ def _csv_rows(fh: IO[str], delimiter: str) -> Iterator[tuple[int, list[str] | No
             yield start, fields, ""
 
 
-def _read_csv(path: Path, fmt: Format, opts: ReadOptions) -> Iterator[RawChunk]:
-    delimiter = opts.delimiter or _sniff_delimiter(path)
+def _open_binary(path: Path) -> IO[bytes]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".gz":
+            return gzip.open(path, "rb")
+        if suffix == ".bz2":
+            return bz2.open(path, "rb")
+        if suffix in (".xz", ".lzma"):
+            return lzma.open(path, "rb")
+        return open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise UnreadableSourceError(f"cannot open {path}: {exc.strerror or exc}") from exc
+
+
+def _header(path: Path, fmt: Format, opts: ReadOptions, delimiter: str) -> tuple[list[str], bool]:
     header = fmt.header if opts.header is None else opts.header
+    if header:
+        with open_text(path, opts.encoding) as fh:
+            first = next(_csv_rows(fh, delimiter), None)
+        if first is None or first[1] is None:
+            raise UnreadableSourceError(f"{path}: no readable header line")
+        names = [n.strip().lstrip("\ufeff") for n in first[1]]
+    else:
+        names = list(opts.columns or fmt.header_names or ())
+        if not names:
+            raise UnreadableSourceError(
+                f"{path}: a file without a header needs column names (--columns a,b,c)"
+            )
+    if len(set(names)) != len(names):
+        raise UnreadableSourceError(f"{path}: header has repeated column names {names}")
+    return names, header
+
+
+def _read_csv(path: Path, fmt: Format, opts: ReadOptions) -> Iterator[RawChunk]:
+    """CSV in blocks of whole records: each block is parsed by Arrow's C++ reader, and by
+    Python's csv module when Arrow cannot give exact line numbers (quoted newlines, bad
+    encoding, odd quoting) — so every row keeps its true source line."""
+    delimiter = opts.delimiter or _sniff_delimiter(path)
+    names, header = _header(path, fmt, opts, delimiter)
+    if delimiter == "::" or len(delimiter) != 1:
+        yield from _read_csv_python(path, names, header, delimiter, opts)
+        return
+    line_len = _mean_line_length(path)
+    block_bytes = max(int(opts.chunk_size * line_len), 1 << 12)
+    with _open_binary(path) as fh:
+        try:
+            base = 0
+            if header:
+                head = fh.readline()
+                base = 1
+                while head.count(b'"') % 2 and (more := fh.readline()):
+                    head += more
+                    base += 1
+            while True:
+                block = fh.read(block_bytes)
+                if not block:
+                    break
+                block += fh.readline()
+                while block.count(b'"') % 2 and (more := fh.readline()):
+                    block += more  # never end a block inside a quoted field
+                yield _parse_block(block, base, names, delimiter, opts)
+                base += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        except (OSError, EOFError) as exc:
+            raise UnreadableSourceError(f"{path}: cannot read past line {base}: {exc}") from exc
+
+
+def _mean_line_length(path: Path) -> float:
+    with _open_binary(path) as fh:
+        sample = fh.read(1 << 16)
+    return len(sample) / max(sample.count(b"\n"), 1) if sample else 80.0
+
+
+def _parse_block(block: bytes, base: int, names: list[str], delimiter: str,
+                 opts: ReadOptions) -> RawChunk:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    lines_in_block = block.splitlines()
+    if b'"' in block and any(line.count(b'"') % 2 for line in lines_in_block):
+        return _parse_block_python(block, base, names, delimiter, opts)
+    invalid: list[tuple[int | None, str]] = []
+
+    def on_invalid(row: Any) -> str:
+        invalid.append((row.number, row.text))
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(block),
+            read_options=pacsv.ReadOptions(column_names=names, use_threads=True,
+                                           encoding=opts.encoding, block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid,
+                                              ignore_empty_lines=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+                include_columns=[n for n in names if opts.only is None or n in opts.only]),
+        )
+    except (pa.ArrowInvalid, UnicodeError):
+        return _parse_block_python(block, base, names, delimiter, opts)
+    if any(n is None for n, _ in invalid):
+        return _parse_block_python(block, base, names, delimiter, opts)
+    skip = {n for n, _ in invalid}
+    skip.update(i for i, line in enumerate(lines_in_block, start=1) if not line.strip())
+    lines = [base + i for i in range(1, len(lines_in_block) + 1) if i not in skip]
+    if len(lines) != table.num_rows:
+        return _parse_block_python(block, base, names, delimiter, opts)
+    rejects = [
+        RawReject(base + int(n or 0), "malformed_row",
+                  f"has {text.count(delimiter) + 1} fields; expected {len(names)} "
+                  f"({', '.join(names)})", text[:2000])
+        for n, text in invalid if text.strip()
+    ]
+    keep = [n for n in names if opts.only is None or n in opts.only]
+    frame = pd.DataFrame({n: pd.Series(pd.arrays.ArrowExtensionArray(table.column(n)))
+                          for n in keep})
+    return RawChunk(frame, lines, rejects)
+
+
+def _parse_block_python(block: bytes, base: int, names: list[str], delimiter: str,
+                        opts: ReadOptions) -> RawChunk:
+    text = io.StringIO(block.decode(opts.encoding, errors="replace"), newline="")
+    chunks = list(_rows_to_chunks(_csv_rows(text, delimiter), names, delimiter,
+                                  len(block) + 1, base))
+    if not chunks:
+        return RawChunk(_frame([], names), [])
+    return chunks[0]
+
+
+def _read_csv_python(path: Path, names: list[str], header: bool, delimiter: str,
+                     opts: ReadOptions) -> Iterator[RawChunk]:
     with open_text(path, opts.encoding) as fh:
         rows = _csv_rows(fh, delimiter)
         if header:
-            first = next(rows, None)
-            if first is None or first[1] is None:
-                raise UnreadableSourceError(f"{path}: no readable header line")
-            names = [n.strip().lstrip("\ufeff") for n in first[1]]
-        else:
-            names = list(opts.columns or fmt.header_names or ())
-            if not names:
-                raise UnreadableSourceError(
-                    f"{path}: a file without a header needs column names (--columns a,b,c)"
-                )
-        if len(set(names)) != len(names):
-            raise UnreadableSourceError(f"{path}: header has repeated column names {names}")
-        width = len(names)
-        buf: list[list[str]] = []
-        lines: list[int] = []
-        rejects: list[RawReject] = []
+            next(rows, None)
         try:
-            for lineno, fields, err in rows:
-                if fields is None:
-                    rejects.append(RawReject(lineno, "malformed_row", err, ""))
-                elif len(fields) != width:
-                    if len(fields) == 1 and not fields[0].strip():
-                        continue  # blank line
-                    rejects.append(
-                        RawReject(
-                            lineno,
-                            "malformed_row",
-                            f"has {len(fields)} fields; expected {width} ({', '.join(names)})",
-                            delimiter.join(fields)[:2000],
-                        )
-                    )
-                else:
-                    buf.append(fields)
-                    lines.append(lineno)
-                if len(buf) >= opts.chunk_size:
-                    yield RawChunk(_frame(buf, names), lines, rejects)
-                    buf, lines, rejects = [], [], []
+            yield from _rows_to_chunks(rows, names, delimiter, opts.chunk_size, 0)
         except (OSError, EOFError, UnicodeError, ValueError) as exc:
-            raise UnreadableSourceError(f"{path}: cannot read past line {lines[-1] if lines else 0}"
-                                        f": {exc}") from exc
-        if buf or rejects:
+            raise UnreadableSourceError(f"{path}: cannot read: {exc}") from exc
+
+
+def _rows_to_chunks(rows: Iterator[tuple[int, list[str] | None, str]], names: list[str],
+                    delimiter: str, chunk_size: int, base: int) -> Iterator[RawChunk]:
+    width = len(names)
+    buf: list[list[str]] = []
+    lines: list[int] = []
+    rejects: list[RawReject] = []
+    for lineno, fields, err in rows:
+        if fields is None:
+            rejects.append(RawReject(base + lineno, "malformed_row", err, ""))
+        elif len(fields) != width:
+            if len(fields) == 1 and not fields[0].strip():
+                continue  # blank line
+            rejects.append(RawReject(
+                base + lineno, "malformed_row",
+                f"has {len(fields)} fields; expected {width} ({', '.join(names)})",
+                delimiter.join(fields)[:2000]))
+        else:
+            buf.append(fields)
+            lines.append(base + lineno)
+        if len(buf) >= chunk_size:
             yield RawChunk(_frame(buf, names), lines, rejects)
+            buf, lines, rejects = [], [], []
+    if buf or rejects:
+        yield RawChunk(_frame(buf, names), lines, rejects)
 
 
 def _frame(rows: list[list[str]], names: list[str]) -> pd.DataFrame:
@@ -452,8 +570,3 @@ def item_row_transform(fmt: Format) -> Callable[[dict[str, Any], Kind], dict[str
     if fmt.name == "movielens":
         return _MOVIELENS_ITEMS
     return fmt.row_transform
-
-
-def sniff_text(data: bytes, encoding: str = "utf-8") -> io.StringIO:
-    """Helper for tests and the HTTP layer: bytes → a text stream."""
-    return io.StringIO(data.decode(encoding, errors="replace"))

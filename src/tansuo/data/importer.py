@@ -8,13 +8,15 @@ chunk, and re-running it completes the job (stored events are recognised by id a
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -30,7 +32,7 @@ from tansuo.data.formats import (
     open_text,
     read_chunks,
 )
-from tansuo.data.store import EventStore
+from tansuo.data.store import EventStore, WriteResult
 from tansuo.errors import UnreadableSourceError
 
 __all__ = ["ImportOptions", "ImportReport", "import_events", "import_items", "import_frame"]
@@ -145,25 +147,73 @@ def _read_options(opts: ImportOptions) -> ReadOptions:
                        delimiter=opts.delimiter, header=opts.header, columns=opts.columns)
 
 
+class _TimestampSpill:
+    """Parsed timestamps of each chunk, written to a temporary file by the bot scan and read
+    back by the import pass, so a large file's timestamps are parsed once and never all held
+    in memory."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self._sizes: list[int] = []
+
+    def write(self, ts: np.ndarray) -> None:
+        np.ascontiguousarray(ts, dtype=np.float64).tofile(self._file)
+        self._sizes.append(len(ts))
+
+    def read(self) -> Iterator[np.ndarray]:
+        self._file.seek(0)
+        for size in self._sizes:
+            yield np.fromfile(self._file, dtype=np.float64, count=size)
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def _find_bots(chunks: Iterable[RawChunk], cleaner: EventCleaner, source: str,
-               limit: int) -> set[str]:
-    counts: Counter[tuple[str, int]] = Counter()
+               limit: int, spill: _TimestampSpill | None = None) -> set[str]:
+    parts: list[pd.Series] = []
+    pending = 0
     for chunk in chunks:
         users, ts = cleaner.users_and_times(chunk, source)
-        counts.update(count_user_minutes(users, ts))
-    return {u for (u, _), c in counts.items() if c > limit}
+        if spill is not None:
+            spill.write(ts.to_numpy())
+        part = count_user_minutes(users, ts)
+        parts.append(part)
+        pending += len(part)
+        if pending > 5_000_000:  # compact so memory follows distinct user-minutes, not rows
+            parts = [pd.concat(parts).groupby(level=[0, 1]).sum()]
+            pending = len(parts[0])
+    if not parts:
+        return set()
+    counts = pd.concat(parts).groupby(level=[0, 1]).sum()
+    return set(counts[counts > limit].index.get_level_values(0))
 
 
 def _run_events(
     store: EventStore, chunks: Iterator[RawChunk], cleaner: EventCleaner,
     report: ImportReport, bar: tqdm,
 ) -> None:
-    for chunk in chunks:
-        clean = cleaner.clean(chunk, report.source)
-        result = store.write_events(clean.frame, report.import_id, clean.rejects)
-        report._add(clean, result.inserted, result.duplicates,
-                    len(chunk.frame) + len(chunk.rejects))
-        bar.update(len(chunk.frame) + len(chunk.rejects))
+    """Clean chunk k+1 while chunk k is written (one writer thread; the store's connection is
+    used by that thread alone until the import ends)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tansuo-writer") as writer:
+        pending: tuple[Future[WriteResult], CleanChunk, int] | None = None
+        for chunk in chunks:
+            clean = cleaner.clean(chunk, report.source)
+            if pending is not None:
+                _settle(pending, report, bar)
+            size = len(chunk.frame) + len(chunk.rejects)
+            pending = (writer.submit(store.write_events, clean.frame, report.import_id,
+                                     clean.rejects), clean, size)
+        if pending is not None:
+            _settle(pending, report, bar)
+
+
+def _settle(pending: tuple[Future[WriteResult], CleanChunk, int], report: ImportReport,
+            bar: tqdm) -> None:
+    future, clean, size = pending
+    result = future.result()
+    report._add(clean, result.inserted, result.duplicates, size)
+    bar.update(size)
 
 
 def import_events(store: EventStore, path: str | Path, options: ImportOptions | None = None
@@ -180,14 +230,19 @@ def import_events(store: EventStore, path: str | Path, options: ImportOptions | 
     report = ImportReport("events", source, fmt.name)
     started = time.perf_counter()
     total = _estimate_rows(path, fmt)
+    spill = _TimestampSpill()
     if opts.cleaning.bot_max_events_per_minute > 0:
         with _progress(total, "scanning for bots", opts.progress) as bar:
+            only = cleaner.source_columns("user_id", "timestamp")
+            scan = replace(read, only=only) if fmt.row_transform is None else read
+
             def counted() -> Iterator[RawChunk]:
-                for c in read_chunks(path, fmt, "events", read):
+                for c in read_chunks(path, fmt, "events", scan):
                     bar.update(len(c.frame) + len(c.rejects))
                     yield c
             cleaner.bots = _find_bots(counted(), cleaner, source,
-                                      opts.cleaning.bot_max_events_per_minute)
+                                      opts.cleaning.bot_max_events_per_minute, spill)
+            cleaner.parsed_timestamps = spill.read()
     report.bot_users = sorted(cleaner.bots)
     report.import_id = store.begin_import("events", source, fmt.name)
     try:
@@ -198,6 +253,8 @@ def import_events(store: EventStore, path: str | Path, options: ImportOptions | 
         report.seconds = time.perf_counter() - started
         store.finish_import(report.import_id, "failed", report.to_dict())
         raise
+    finally:
+        spill.close()
     report.status = "nothing_imported" if report.nothing_imported else "done"
     report.seconds = time.perf_counter() - started
     store.finish_import(report.import_id, report.status, report.to_dict())

@@ -91,7 +91,6 @@ CREATE TABLE IF NOT EXISTS events (
   import_id BIGINT
 );
 CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts, seq);
-CREATE INDEX IF NOT EXISTS events_item ON events (item_id);
 CREATE TABLE IF NOT EXISTS items (
   item_id TEXT PRIMARY KEY,
   title TEXT,
@@ -152,19 +151,29 @@ def _none_if_nan(values: pd.Series, kind: str) -> list[Any]:
     return out
 
 
-def _event_rows(batch: pd.DataFrame, import_id: int | None) -> list[tuple[Any, ...]]:
-    columns = []
+def _event_rows(batch: pd.DataFrame, import_id: int | None
+                ) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """The database columns this batch uses (all-empty optional columns are left out, so
+    fewer values are bound per row) and its rows."""
+    names: list[str] = []
+    columns: list[list[Any]] = []
     for col, db_col in zip(EVENT_COLUMNS, _DB_EVENT_COLUMNS, strict=True):
+        values = batch[col]
+        if db_col not in _REQUIRED and values.isna().all():
+            continue
         kind = "int" if db_col in _INT_COLUMNS else "float" if db_col in _FLOAT_COLUMNS else "str"
-        columns.append(_none_if_nan(batch[col], kind))
-    flags = (
-        batch["unknown_item"].astype("int64").tolist()
-        if "unknown_item" in batch
-        else [0] * len(batch)
-    )
-    columns.append(flags)
-    columns.append([import_id] * len(batch))
-    return list(zip(*columns, strict=True))
+        names.append(db_col)
+        columns.append(_none_if_nan(values, kind))
+    if "unknown_item" in batch and batch["unknown_item"].astype(bool).any():
+        names.append("unknown_item")
+        columns.append(batch["unknown_item"].astype("int64").tolist())
+    if import_id is not None:
+        names.append("import_id")
+        columns.append([import_id] * len(batch))
+    return tuple(names), list(zip(*columns, strict=True))
+
+
+_REQUIRED = {"event_id", "user_id", "type", "ts"}
 
 
 def _item_rows(items: pd.DataFrame) -> list[tuple[Any, ...]]:
@@ -193,8 +202,9 @@ class EventStore(ABC):
     def _connect(self) -> Any: ...
 
     @abstractmethod
-    def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> int:
-        """Insert rows, ignoring existing event_ids; return how many were inserted."""
+    def _insert_events(self, cur: Any, cols: tuple[str, ...], rows: list[tuple[Any, ...]]
+                       ) -> int:
+        """Insert rows (values of ``cols``), skipping stored event_ids; return rows inserted."""
 
     @abstractmethod
     def _ddl(self) -> str: ...
@@ -250,9 +260,9 @@ class EventStore(ABC):
     ) -> WriteResult:
         """Store a batch of clean events (columns ``EVENT_COLUMNS``, ``event_id`` filled) and its
         rejected rows, all in one transaction. Already-stored events are skipped."""
-        rows = _event_rows(batch, import_id) if len(batch) else []
+        cols, rows = _event_rows(batch, import_id) if len(batch) else ((), [])
         with self.transaction() as cur:
-            inserted = self._insert_events(cur, rows) if rows else 0
+            inserted = self._insert_events(cur, cols, rows) if rows else 0
             self._insert_quarantine(cur, quarantine, import_id)
         return WriteResult(inserted=inserted, duplicates=len(rows) - inserted)
 
@@ -415,8 +425,8 @@ class SQLiteStore(EventStore):
     def _ddl(self) -> str:
         return _column_defs("INTEGER PRIMARY KEY")
 
-    def _insert_events(self, cur: sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> int:
-        cols = (*_DB_EVENT_COLUMNS, "unknown_item", "import_id")
+    def _insert_events(self, cur: sqlite3.Cursor, cols: tuple[str, ...],
+                       rows: list[tuple[Any, ...]]) -> int:
         before = self._conn.total_changes
         cur.executemany(
             f"INSERT OR IGNORE INTO events ({', '.join(cols)}) "
@@ -442,8 +452,8 @@ class PostgresStore(EventStore):
     def _ddl(self) -> str:
         return _column_defs("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
 
-    def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> int:
-        cols = (*_DB_EVENT_COLUMNS, "unknown_item", "import_id")
+    def _insert_events(self, cur: Any, cols: tuple[str, ...], rows: list[tuple[Any, ...]]
+                       ) -> int:
         col_list = ", ".join(cols)
         cur.execute(
             "CREATE TEMP TABLE IF NOT EXISTS _stage_events "
