@@ -455,9 +455,10 @@ class PostgresStore(EventStore):
     def _insert_events(self, cur: Any, cols: tuple[str, ...], rows: list[tuple[Any, ...]]
                        ) -> int:
         col_list = ", ".join(cols)
+        all_cols = ", ".join((*_DB_EVENT_COLUMNS, "unknown_item", "import_id"))
         cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS _stage_events "
-            "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS _stage_events ON COMMIT DELETE ROWS AS "
+            f"SELECT {all_cols} FROM events WITH NO DATA"
         )
         with cur.copy(f"COPY _stage_events ({col_list}) FROM STDIN") as copy:
             for row in rows:
