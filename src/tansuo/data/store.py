@@ -260,11 +260,14 @@ class EventStore(ABC):
     ) -> WriteResult:
         """Store a batch of clean events (columns ``EVENT_COLUMNS``, ``event_id`` filled) and its
         rejected rows, all in one transaction. Already-stored events are skipped."""
+        total = len(batch)
+        if len(batch) and batch["event_id"].duplicated().any():
+            batch = batch.drop_duplicates("event_id")
         cols, rows = _event_rows(batch, import_id) if len(batch) else ((), [])
         with self.transaction() as cur:
             inserted = self._insert_events(cur, cols, rows) if rows else 0
             self._insert_quarantine(cur, quarantine, import_id)
-        return WriteResult(inserted=inserted, duplicates=len(rows) - inserted)
+        return WriteResult(inserted=inserted, duplicates=total - inserted)
 
     def _insert_quarantine(
         self, cur: Any, rows: Sequence[QuarantineRow], import_id: int | None
@@ -428,9 +431,11 @@ class SQLiteStore(EventStore):
     def _insert_events(self, cur: sqlite3.Cursor, cols: tuple[str, ...],
                        rows: list[tuple[Any, ...]]) -> int:
         before = self._conn.total_changes
+        # ON CONFLICT (not INSERT OR IGNORE): only a repeated event_id is skipped; any other
+        # constraint violation fails the whole batch instead of silently dropping a row.
         cur.executemany(
-            f"INSERT OR IGNORE INTO events ({', '.join(cols)}) "
-            f"VALUES ({', '.join('?' * len(cols))})",
+            f"INSERT INTO events ({', '.join(cols)}) "
+            f"VALUES ({', '.join('?' * len(cols))}) ON CONFLICT (event_id) DO NOTHING",
             rows,
         )
         return self._conn.total_changes - before
@@ -460,14 +465,16 @@ class PostgresStore(EventStore):
             "CREATE TEMP TABLE IF NOT EXISTS _stage_events ON COMMIT DELETE ROWS AS "
             f"SELECT {all_cols} FROM events WITH NO DATA"
         )
+        cur.execute("ALTER TABLE _stage_events ADD COLUMN IF NOT EXISTS ord BIGINT "
+                    "GENERATED ALWAYS AS IDENTITY")
         with cur.copy(f"COPY _stage_events ({col_list}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-        # DISTINCT ON guards against one id twice in the same batch (callers dedupe already).
+        # ORDER BY ord: identities (seq) follow the batch's order, so equal timestamps keep
+        # their ingestion order as on SQLite.
         cur.execute(
-            f"INSERT INTO events ({col_list}) "
-            f"SELECT DISTINCT ON (event_id) {col_list} FROM _stage_events "
-            f"ON CONFLICT (event_id) DO NOTHING"
+            f"INSERT INTO events ({col_list}) SELECT {col_list} FROM _stage_events "
+            f"ORDER BY ord ON CONFLICT (event_id) DO NOTHING"
         )
         return int(cur.rowcount)
 

@@ -1,0 +1,5 @@
+"""``python -m tansuo.cli`` — the same as the ``tansuo`` console script."""
+
+from tansuo.cli.main import app
+
+app(prog_name="tansuo")
