@@ -27,6 +27,7 @@ import gzip
 import io
 import json
 import lzma
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -378,14 +379,18 @@ def _mean_line_length(path: Path) -> float:
     return len(sample) / max(sample.count(b"\n"), 1) if sample else 80.0
 
 
+#: A physical line with an odd number of double quotes (so a quoted field spans lines).
+_ODD_QUOTES = re.compile(rb'^[^"\r\n]*(?:"[^"\r\n]*"[^"\r\n]*)*"[^"\r\n]*$', re.MULTILINE)
+
+
 def _parse_block(block: bytes, base: int, names: list[str], delimiter: str,
                  opts: ReadOptions) -> RawChunk:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    lines_in_block = block.splitlines()
-    if b'"' in block and any(line.count(b'"') % 2 for line in lines_in_block):
+    if b'"' in block and _ODD_QUOTES.search(block):  # a quoted newline: Arrow can't number it
         return _parse_block_python(block, base, names, delimiter, opts)
+    lines_in_block = block.splitlines()
     invalid: list[tuple[int | None, str]] = []
 
     def on_invalid(row: Any) -> str:
