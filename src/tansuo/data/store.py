@@ -158,6 +158,8 @@ def _event_rows(batch: pd.DataFrame, import_id: int | None
     names: list[str] = []
     columns: list[list[Any]] = []
     for col, db_col in zip(EVENT_COLUMNS, _DB_EVENT_COLUMNS, strict=True):
+        if col not in batch:
+            continue
         values = batch[col]
         if db_col not in _REQUIRED and values.isna().all():
             continue
@@ -174,6 +176,30 @@ def _event_rows(batch: pd.DataFrame, import_id: int | None
 
 
 _REQUIRED = {"event_id", "user_id", "type", "ts"}
+
+
+def _event_groups(batch: pd.DataFrame, import_id: int | None
+                  ) -> list[tuple[tuple[str, ...], np.ndarray, list[tuple[Any, ...]]]]:
+    """The batch split by which optional columns are filled: (columns, row positions, rows)
+    per group, so each row binds only the values it has."""
+    filled = {c: batch[c].notna().to_numpy() for c in EVENT_COLUMNS
+              if c not in ("event_id", "user_id", "type", "timestamp")}
+    filled = {c: m for c, m in filled.items() if m.any()}
+    pattern = np.zeros(len(batch), dtype=np.int64)
+    for bit, mask in enumerate(filled.values()):
+        pattern |= mask.astype(np.int64) << bit
+    groups = []
+    names = list(filled)
+    for code in np.unique(pattern):
+        positions = np.flatnonzero(pattern == code)
+        part = batch.iloc[positions] if len(positions) != len(batch) else batch
+        cols = [c for c in ("event_id", "user_id", "type", "timestamp", *names)
+                if c in ("event_id", "user_id", "type", "timestamp")
+                or (c in filled and code >> names.index(c) & 1)]
+        db_cols, rows = _event_rows(part[cols + (["unknown_item"] if "unknown_item" in part
+                                                 else [])], import_id)
+        groups.append((db_cols, positions, rows))
+    return groups
 
 
 def _item_rows(items: pd.DataFrame) -> list[tuple[Any, ...]]:
@@ -202,9 +228,8 @@ class EventStore(ABC):
     def _connect(self) -> Any: ...
 
     @abstractmethod
-    def _insert_events(self, cur: Any, cols: tuple[str, ...], rows: list[tuple[Any, ...]]
-                       ) -> int:
-        """Insert rows (values of ``cols``), skipping stored event_ids; return rows inserted."""
+    def _insert_events(self, cur: Any, batch: pd.DataFrame, import_id: int | None) -> int:
+        """Insert a batch, skipping stored event_ids; return rows inserted."""
 
     @abstractmethod
     def _ddl(self) -> str: ...
@@ -263,9 +288,8 @@ class EventStore(ABC):
         total = len(batch)
         if len(batch) and batch["event_id"].duplicated().any():
             batch = batch.drop_duplicates("event_id")
-        cols, rows = _event_rows(batch, import_id) if len(batch) else ((), [])
         with self.transaction() as cur:
-            inserted = self._insert_events(cur, cols, rows) if rows else 0
+            inserted = self._insert_events(cur, batch, import_id) if total else 0
             self._insert_quarantine(cur, quarantine, import_id)
         return WriteResult(inserted=inserted, duplicates=total - inserted)
 
@@ -428,16 +452,30 @@ class SQLiteStore(EventStore):
     def _ddl(self) -> str:
         return _column_defs("INTEGER PRIMARY KEY")
 
-    def _insert_events(self, cur: sqlite3.Cursor, cols: tuple[str, ...],
-                       rows: list[tuple[Any, ...]]) -> int:
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        # BEGIN IMMEDIATE takes the write lock up front: no lock upgrade that can deadlock two
+        # writers, and MAX(seq) read inside the transaction stays valid until commit.
+        if not self._conn.in_transaction:
+            self._conn.execute("BEGIN IMMEDIATE")
+        with super().transaction() as cur:
+            yield cur
+
+    def _insert_events(self, cur: sqlite3.Cursor, batch: pd.DataFrame,
+                       import_id: int | None) -> int:
+        # Rows are inserted in groups of the same filled columns (a view binds 6 values, not
+        # 12), with explicit seq numbers so the batch keeps its order for equal timestamps.
+        base = cur.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0] + 1
         before = self._conn.total_changes
-        # ON CONFLICT (not INSERT OR IGNORE): only a repeated event_id is skipped; any other
-        # constraint violation fails the whole batch instead of silently dropping a row.
-        cur.executemany(
-            f"INSERT INTO events ({', '.join(cols)}) "
-            f"VALUES ({', '.join('?' * len(cols))}) ON CONFLICT (event_id) DO NOTHING",
-            rows,
-        )
+        for cols, positions, rows in _event_groups(batch, import_id):
+            seqs = (positions + base).tolist()
+            # ON CONFLICT (not INSERT OR IGNORE): only a repeated event_id is skipped; any
+            # other constraint violation fails the whole batch instead of dropping a row.
+            cur.executemany(
+                f"INSERT INTO events (seq, {', '.join(cols)}) "
+                f"VALUES (?, {', '.join('?' * len(cols))}) ON CONFLICT (event_id) DO NOTHING",
+                [(q, *r) for q, r in zip(seqs, rows, strict=True)],
+            )
         return self._conn.total_changes - before
 
 
@@ -457,8 +495,8 @@ class PostgresStore(EventStore):
     def _ddl(self) -> str:
         return _column_defs("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
 
-    def _insert_events(self, cur: Any, cols: tuple[str, ...], rows: list[tuple[Any, ...]]
-                       ) -> int:
+    def _insert_events(self, cur: Any, batch: pd.DataFrame, import_id: int | None) -> int:
+        cols, rows = _event_rows(batch, import_id)
         col_list = ", ".join(cols)
         all_cols = ", ".join((*_DB_EVENT_COLUMNS, "unknown_item", "import_id"))
         cur.execute(

@@ -1,0 +1,1 @@
+"""Evaluation: leak-free protocols, full-ranking metrics, off-policy estimators."""

@@ -1,0 +1,307 @@
+"""Run models through a protocol and collect every measure into one report.
+
+Per model: fitted on the phase's training data (timed), queried for every evaluated user with
+a full ranking over the catalogue (timed; history items excluded by default), then scored:
+accuracy at each K with 95% bootstrap CIs, beyond-accuracy measures, results per user-activity
+segment (cold < 5 training interactions, mid < 50, heavy) and for cold target items (< 5
+training users), and the process's peak resident memory while the model ran. ``tune`` runs a
+small grid on the validation phase first and keeps the best NDCG@10.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from tansuo.evaluation import metrics as M
+from tansuo.evaluation.protocols import EvalSplit, Phase
+from tansuo.models.base import Recommender, TrainData
+
+__all__ = ["EvalConfig", "ModelResult", "EvalReport", "evaluate", "tune", "run_phase"]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    ks: tuple[int, ...] = (10, 20)
+    """Cut-offs for every top-K measure."""
+    exclude_seen: bool = True
+    """Remove the user's history items from the ranking."""
+    n_boot: int = 1000
+    """Bootstrap resamples for confidence intervals."""
+    seed: int = 0
+    segments: tuple[int, int] = (5, 50)
+    """User activity bounds: cold < first ≤ mid < second ≤ heavy (training interactions)."""
+    cold_item_max: int = 4
+    """Items with at most this many training users count as cold."""
+    batch_users: int = 512
+    """Users scored per batch (bounds memory: batch × catalogue floats)."""
+
+    def __post_init__(self) -> None:
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"ks must be positive cut-offs, got {self.ks}")
+
+
+class _PeakRSS:
+    """Samples this process's resident memory in a thread; ``peak_mb`` after ``stop``."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def rss() -> int:
+        try:
+            with open("/proc/self/statm") as fh:
+                import os
+
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> _PeakRSS:
+        self.peak = self.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2**20
+
+
+@dataclass
+class ModelResult:
+    name: str
+    config: dict[str, Any]
+    metrics: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+    beyond: dict[str, float]
+    segments: dict[str, dict[str, Any]]
+    cold_items: dict[str, Any]
+    train_seconds: float
+    score_seconds: float
+    peak_rss_mb: float
+    per_user: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    tuning: list[dict[str, Any]] = field(default_factory=list)
+    exposure: np.ndarray | None = field(repr=False, default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "metrics": {k: round(v, 6) for k, v in self.metrics.items()},
+            "ci": {k: [round(lo, 6), round(hi, 6)] for k, (lo, hi) in self.ci.items()},
+            "beyond_accuracy": {k: round(v, 6) for k, v in self.beyond.items()},
+            "segments": self.segments,
+            "cold_items": self.cold_items,
+            "train_seconds": round(self.train_seconds, 3),
+            "score_seconds": round(self.score_seconds, 3),
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "tuning": self.tuning,
+        }
+
+
+@dataclass
+class EvalReport:
+    dataset: str
+    protocol: str
+    split: dict[str, Any]
+    config: EvalConfig
+    models: dict[str, ModelResult]
+    paired: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "protocol": self.protocol,
+            "split": self.split,
+            "ks": list(self.config.ks),
+            "exclude_seen": self.config.exclude_seen,
+            "models": {n: r.to_dict() for n, r in self.models.items()},
+            "paired": self.paired,
+        }
+
+
+def _train_data(phase: Phase, item_category: np.ndarray | None) -> TrainData:
+    return TrainData(phase.train, item_category)
+
+
+def _rank(model: Recommender, phase: Phase, cfg: EvalConfig) -> np.ndarray:
+    kmax = max(cfg.ks)
+    out = []
+    for start in range(0, phase.n_users, cfg.batch_users):
+        users = phase.users[start:start + cfg.batch_users]
+        hist = phase.history[start:start + cfg.batch_users]
+        scores = model.score(users, hist)
+        out.append(M.top_k(scores, kmax, hist if cfg.exclude_seen else None))
+    return np.vstack(out) if out else np.zeros((0, kmax), dtype=np.int64)
+
+
+def run_phase(model: Recommender, phase: Phase, cfg: EvalConfig, fit: bool = True,
+              item_category: np.ndarray | None = None
+              ) -> tuple[np.ndarray, dict[str, np.ndarray], float, float, float]:
+    """Fit (optionally) and rank: (ranked, per-user metrics, fit s, score s, peak MB)."""
+    with _PeakRSS() as rss, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*OpenBLAS is configured.*")
+        started = time.perf_counter()
+        if fit:
+            model.fit(_train_data(phase, item_category))
+        fit_s = time.perf_counter() - started
+        started = time.perf_counter()
+        ranked = _rank(model, phase, cfg)
+        score_s = time.perf_counter() - started
+    per_user: dict[str, np.ndarray] = {}
+    for k in cfg.ks:
+        per_user.update(M.accuracy(ranked, phase.targets, k))
+    return ranked, per_user, fit_s, score_s, rss.peak_mb
+
+
+def _summaries(values: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any]:
+    return {"users": int(mask.sum()),
+            **{k: round(float(v[mask].mean()), 6) if mask.any() else None
+               for k, v in values.items()}}
+
+
+def _result(name: str, model: Recommender, split: EvalSplit, phase: Phase, cfg: EvalConfig,
+            ranked: np.ndarray, per_user: dict[str, np.ndarray], fit_s: float, score_s: float,
+            peak: float, item_category: np.ndarray | None,
+            item_vectors: np.ndarray | None) -> ModelResult:
+    train = phase.train
+    n_items = len(split.items)
+    item_users = np.bincount(train.item, minlength=n_items).astype(np.float64)
+    train_users = len(np.unique(train.user))
+    activity = np.bincount(train.user, minlength=len(split.users))[phase.users]
+    lo, hi = cfg.segments
+    seg_masks = {f"cold (<{lo})": activity < lo, f"mid ({lo}-{hi - 1})":
+                 (activity >= lo) & (activity < hi), f"heavy (>={hi})": activity >= hi}
+    cold_target = np.array([bool(len(t)) and bool(np.all(item_users[t] <= cfg.cold_item_max))
+                            for t in phase.targets], dtype=bool)
+    beyond: dict[str, float] = {}
+    for k in cfg.ks:
+        top = ranked[:, :k]
+        beyond[f"coverage@{k}"] = M.coverage(top, n_items)
+        beyond[f"novelty@{k}"] = M.novelty(top, item_users, train_users)
+        beyond[f"arp@{k}"] = M.average_popularity(top, item_users)
+        beyond[f"gini@{k}"] = M.gini(top, n_items)
+        if item_category is not None:
+            beyond[f"ild_category@{k}"] = M.ild_category(top, item_category)
+        if item_vectors is not None:
+            beyond[f"ild_embedding@{k}"] = M.ild_embedding(top, item_vectors)
+    metric_means = {k: float(v.mean()) if len(v) else 0.0 for k, v in per_user.items()}
+    ci = {k: M.bootstrap_ci(v, cfg.n_boot, seed=cfg.seed) for k, v in per_user.items()}
+    return ModelResult(
+        name=name, config=model.config.to_dict(), metrics=metric_means, ci=ci, beyond=beyond,
+        segments={s: _summaries(per_user, m) for s, m in seg_masks.items()},
+        cold_items=_summaries(per_user, cold_target), train_seconds=fit_s,
+        score_seconds=score_s, peak_rss_mb=peak, per_user=per_user,
+        exposure=np.bincount(ranked[:, :min(cfg.ks)].ravel(), minlength=n_items),
+    )
+
+
+def tune(factory: Callable[..., Recommender], split: EvalSplit, cfg: EvalConfig,
+         item_category: np.ndarray | None = None, metric: str = "ndcg@10"
+         ) -> tuple[Recommender, list[dict[str, Any]]]:
+    """Grid search on the validation phase; returns a fresh (unfitted) best model and trials."""
+    base = factory()
+    space = type(base).search_space
+    if not space:
+        return base, []
+    tune_cfg = EvalConfig(ks=tuple(sorted({*cfg.ks, 10})), exclude_seen=cfg.exclude_seen,
+                          n_boot=0, seed=cfg.seed, batch_users=cfg.batch_users)
+    keys = sorted(space)
+    trials: list[dict[str, Any]] = []
+    best_value, best_config = -1.0, base.config
+    for values in itertools.product(*(space[k] for k in keys)):
+        config = base.config.replace(**dict(zip(keys, values, strict=True)))
+        model = type(base)(config)
+        _, per_user, fit_s, _, _ = run_phase(model, split.valid, tune_cfg,
+                                             item_category=item_category)
+        value = float(per_user[metric].mean()) if len(per_user[metric]) else 0.0
+        trials.append({"config": config.to_dict(), metric: round(value, 6),
+                       "train_seconds": round(fit_s, 3)})
+        if value > best_value:
+            best_value, best_config = value, config
+    return type(base)(best_config), trials
+
+
+def evaluate(
+    split: EvalSplit,
+    models: dict[str, Callable[[], Recommender]],
+    cfg: EvalConfig | None = None,
+    dataset: str = "store",
+    item_category: np.ndarray | None = None,
+    item_vectors: np.ndarray | None = None,
+    do_tune: bool = False,
+    progress: bool | None = None,
+    save_dir: Path | None = None,
+) -> EvalReport:
+    """Evaluate each model on the split's test phase (after tuning on validation if asked)."""
+    cfg = cfg or EvalConfig()
+    results: dict[str, ModelResult] = {}
+    bar = tqdm(list(models.items()), desc="evaluating", unit="model", disable=(
+        None if progress is None else not progress), leave=False)
+    for name, factory in bar:
+        bar.set_postfix_str(name)
+        trials: list[dict[str, Any]] = []
+        model = factory()
+        if do_tune:
+            model, trials = tune(factory, split, cfg, item_category)
+        ranked, per_user, fit_s, score_s, peak = run_phase(model, split.test, cfg,
+                                                           item_category=item_category)
+        result = _result(name, model, split, split.test, cfg, ranked, per_user, fit_s,
+                         score_s, peak, item_category, item_vectors)
+        result.tuning = trials
+        results[name] = result
+        if save_dir is not None:
+            model.save(save_dir / name)
+    report = EvalReport(dataset, split.protocol, dict(split.info), cfg, results)
+    report.paired = paired_tests(results, f"ndcg@{min(cfg.ks)}", cfg)
+    return report
+
+
+def paired_tests(results: dict[str, ModelResult], metric: str, cfg: EvalConfig
+                 ) -> dict[str, dict[str, Any]]:
+    """Every model against the best one on ``metric`` (same users, paired)."""
+    if len(results) < 2:
+        return {}
+    best = max(results, key=lambda n: results[n].metrics[metric])
+    out: dict[str, dict[str, Any]] = {}
+    for name, r in results.items():
+        if name == best:
+            continue
+        t = M.paired_test(results[best].per_user[metric], r.per_user[metric], cfg.n_boot,
+                          cfg.seed)
+        out[f"{best} vs {name}"] = {"metric": metric, "mean_difference": round(t.mean_difference,
+                                                                               6),
+                                    "ci": [round(t.ci[0], 6), round(t.ci[1], 6)],
+                                    "p_value": t.p_value}
+    return out
+
+
+def model_factories(names: Sequence[str], registry: dict[str, type[Recommender]]
+                    ) -> dict[str, Callable[[], Recommender]]:
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; available: {', '.join(sorted(registry))}")
+    return {n: registry[n] for n in names}

@@ -1,0 +1,1 @@
+"""Interest models behind one protocol: fit, score, recommend, save, load."""
