@@ -19,14 +19,12 @@ import time
 import uuid
 from pathlib import Path
 
+from _docs import write_block
+
 from tansuo.data.dataset import load_sequences
 from tansuo.data.importer import ImportOptions, import_events, import_items
 from tansuo.data.store import open_store
 from tansuo.data.synthetic import ShopConfig, generate
-
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- bench_import:begin -->", "<!-- bench_import:end -->"
 
 
 def _import_once(url: str, files) -> tuple[float, int, float]:
@@ -110,15 +108,7 @@ def main() -> None:
     text = "\n".join(table)
     print(text)
     if not args.no_write:
-        DOC.parent.mkdir(parents=True, exist_ok=True)
-        doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-        block = f"{BEGIN}\n{text}\n{END}"
-        if BEGIN in doc:
-            doc = doc[: doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
-        else:
-            doc += f"\n## Data import (issue: foundation)\n\n{block}\n"
-        DOC.write_text(doc)
-
+        write_block("bench_import", "Data import (issue: foundation)", text)
 
 if __name__ == "__main__":
     main()

@@ -20,8 +20,27 @@ __all__ = ["Popularity", "PopularityConfig", "RecentPopularity", "RecentPopulari
 _DAY_MS = 86_400_000
 
 
-def _broadcast(values: np.ndarray, n: int) -> np.ndarray:
-    return np.broadcast_to(values.astype(np.float32), (n, len(values))).copy()
+class _ItemScores(Recommender):
+    """A model whose answer is one score per item, the same for every user."""
+
+    scores: np.ndarray
+
+    def _item_scores(self, data: TrainData) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, data: TrainData) -> Self:
+        self.n_items = data.n_items
+        self.scores = self._item_scores(data)
+        return self
+
+    def score(self, users: np.ndarray, history: Sequence[np.ndarray]) -> np.ndarray:
+        return np.broadcast_to(self.scores.astype(np.float32), (len(users), self.n_items)).copy()
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"scores": self.scores}
+
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        self.scores = arrays["scores"]
 
 
 @dataclass(frozen=True)
@@ -29,25 +48,14 @@ class PopularityConfig(ModelConfig):
     """Most popular: no hyperparameters."""
 
 
-class Popularity(Recommender):
+class Popularity(_ItemScores):
     """Items ranked by how many training users interacted with them."""
 
     name = "pop"
     config_class = PopularityConfig
 
-    def fit(self, data: TrainData) -> Self:
-        self.n_items = data.n_items
-        self.counts = data.item_users()
-        return self
-
-    def score(self, users: np.ndarray, history: Sequence[np.ndarray]) -> np.ndarray:
-        return _broadcast(self.counts, len(users))
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        return {"counts": self.counts}
-
-    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
-        self.counts = arrays["counts"]
+    def _item_scores(self, data: TrainData) -> np.ndarray:
+        return data.item_users()
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ class RecentPopularityConfig(ModelConfig):
             raise ValueError(f"half_life_days must be > 0, got {self.half_life_days}")
 
 
-class RecentPopularity(Recommender):
+class RecentPopularity(_ItemScores):
     """Popularity with exponential time decay towards the end of the training data."""
 
     name = "recent-pop"
@@ -68,22 +76,11 @@ class RecentPopularity(Recommender):
     search_space = {"half_life_days": [7.0, 30.0, 180.0, 720.0]}
     config: RecentPopularityConfig
 
-    def fit(self, data: TrainData) -> Self:
+    def _item_scores(self, data: TrainData) -> np.ndarray:
         inter = data.interactions
-        self.n_items = data.n_items
         age_days = (inter.timestamp.max() - inter.timestamp) / _DAY_MS if len(inter) else 0.0
         w = np.power(0.5, age_days / self.config.half_life_days)
-        self.scores = np.bincount(inter.item, weights=w, minlength=data.n_items)
-        return self
-
-    def score(self, users: np.ndarray, history: Sequence[np.ndarray]) -> np.ndarray:
-        return _broadcast(self.scores, len(users))
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        return {"scores": self.scores}
-
-    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
-        self.scores = arrays["scores"]
+        return np.bincount(inter.item, weights=w, minlength=data.n_items)
 
 
 @dataclass(frozen=True)
