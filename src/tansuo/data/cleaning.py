@@ -3,6 +3,8 @@
 Rules for events, applied in this order (a row is rejected for the first rule it breaks):
 
 ====================  ===================================================================
+malformed_row         a text field (ids, type, query, text) contains a NUL character, which
+                      no store can keep as text (also the readers' reason for unsplittable rows)
 missing_user_id       no user id
 missing_type          no event type
 unknown_type          the type (after the format's aliases) is not a Tansuo event type
@@ -33,8 +35,10 @@ import re
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -199,29 +203,84 @@ def parse_timestamps(values: pd.Series, unit: str = "auto", timezone: str = "UTC
             vals = ns.astype("float64") / 1e6
             vals[dt.isna().to_numpy()] = np.nan
             parsed[sel] = vals
+        for i in np.flatnonzero(np.isnan(parsed)).tolist():
+            parsed[i] = _beyond_pandas_range(strs.iat[i], timezone)
         out[str_mask] = parsed
     return pd.Series(out, index=values.index)
+
+
+_PANDAS_MS_RANGE = (pd.Timestamp.min.value / 1e6, pd.Timestamp.max.value / 1e6)
+
+
+def _beyond_pandas_range(text: str, timezone: str) -> float:
+    """Epoch ms of an ISO 8601 time pandas cannot hold (before 1677 or after 2262), so that
+    year 2999 is a future timestamp and year 1500 a too-old one, not unparseable; else NaN."""
+    try:
+        dt = datetime.fromisoformat(text)
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=ZoneInfo(timezone))
+        ms = dt.timestamp() * 1000.0
+    except (ValueError, OverflowError, OSError, ZoneInfoNotFoundError):
+        return np.nan
+    lo, hi = _PANDAS_MS_RANGE
+    return np.nan if lo <= ms <= hi else ms
 
 
 def count_user_minutes(users: pd.Series, ts_ms: pd.Series) -> pd.Series:
     """Events per (user, calendar minute UTC) — the input of the bot rule. Returns a Series
     indexed by (user, minute)."""
-    ok = (users.notna() & ts_ms.notna()).to_numpy()
+    ts = ts_ms.to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):  # absurd times (rejected later) would overflow int64
+        ok = users.notna().to_numpy() & (np.abs(ts) < 2.0**62)
     codes, uniques = pd.factorize(users[ok])
-    minutes = (ts_ms[ok].to_numpy() // 60_000).astype(np.int64)
+    minutes = (ts[ok] // 60_000).astype(np.int64)
     if not len(minutes):
         return pd.Series([], dtype=np.int64, index=pd.MultiIndex.from_arrays([[], []]))
-    lo = minutes.min()
-    keys, counts = np.unique((codes.astype(np.int64) << 32) | (minutes - lo), return_counts=True)
+    # minutes are factorized too, so both halves of the packed key fit in 32 bits
+    mcodes, muniques = pd.factorize(minutes)
+    keys, counts = np.unique((codes.astype(np.int64) << 32) | mcodes.astype(np.int64),
+                             return_counts=True)
     index = pd.MultiIndex.from_arrays(
-        [np.asarray(uniques, dtype=object)[keys >> 32], (keys & 0xFFFFFFFF) + lo],
+        [np.asarray(uniques, dtype=object)[keys >> 32],
+         np.asarray(muniques, dtype=np.int64)[keys & 0xFFFFFFFF]],
         names=["user", "minute"])
     return pd.Series(counts, index=index)
 
 
+_EVENT_TEXT_FIELDS = ("event_id", "user_id", "item_id", "type", "query", "text", "request_id")
+_ITEM_TEXT_FIELDS = ("item_id", "title", "category", "brand", "description", "attributes")
+
+
+def _has_nul(values: pd.Series) -> np.ndarray:
+    """Rows whose value contains a NUL character (PostgreSQL text cannot hold one)."""
+    found = pc.match_substring(_arrow_text(values), "\x00")
+    return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+
+
+def _reject_nul(rj: _Rejector, cols: Mapping[str, pd.Series], fields: tuple[str, ...]) -> None:
+    for name in fields:
+        rj.reject(_has_nul(cols[name]), "malformed_row",
+                  f"field '{name}' contains a NUL (0x00) character")
+
+
+def _reader_rejects(kind: Kind, source: str, chunk: RawChunk) -> list[QuarantineRow]:
+    """The reader's rejects as quarantine rows (NULs replaced: the store keeps text)."""
+    return [QuarantineRow(kind, source, r.line, r.reason, r.detail.replace("\x00", "\ufffd"),
+                          r.raw.replace("\x00", "\ufffd"))
+            for r in chunk.rejects]
+
+
 def _raw_json(frame: pd.DataFrame, positions: np.ndarray) -> list[str]:
+    """The rejected source rows as JSON text (via Arrow: no per-cell Python in pandas)."""
+    if not len(positions):
+        return []
+    part = frame.iloc[positions]
+    try:
+        records = pa.Table.from_pandas(part, preserve_index=False).to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed Python objects: the slow, safe way
+        records = part.astype(object).where(part.notna(), None).to_dict(orient="records")
     out = []
-    for rec in frame.iloc[positions].to_dict(orient="records"):
+    for rec in records:
         clean = {k: (None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v)
                  for k, v in rec.items()}
         out.append(json.dumps(clean, default=str, ensure_ascii=False)[:4000])
@@ -332,8 +391,10 @@ class EventCleaner:
     def users_and_times(self, chunk: RawChunk, source: str) -> tuple[pd.Series, pd.Series]:
         """Just the user ids and parsed timestamps (the bot rule's first pass)."""
         fields = ("user_id", "timestamp")
+        # Not required here: the scan reads only these columns, so a "no column" error would
+        # list the wrong ones. The import pass checks them against the whole header.
         cols = _resolve_columns(chunk.frame, fields, self.fmt, "events", self.column_map,
-                                self.fmt.constants, fields, source)
+                                self.fmt.constants, (), source)
         return _text(cols["user_id"]), parse_timestamps(cols["timestamp"], self._unit,
                                                         self.timezone)
 
@@ -342,11 +403,13 @@ class EventCleaner:
         cols = {k: v.reset_index(drop=True) for k, v in self.columns(chunk, source).items()}
         n = len(raw)
         rj = _Rejector(n)
+        _reject_nul(rj, cols, _EVENT_TEXT_FIELDS)
         user = _text(cols["user_id"])
         item = _text(cols["item_id"])
         query = _text(cols["query"])
         typ_raw = _text(cols["type"])
-        typ = typ_raw.str.lower().map(lambda t: self._types.get(t, t) if isinstance(t, str) else t)
+        lowered = typ_raw.str.lower()
+        typ = lowered.map(self._types).fillna(lowered)  # aliases; other values unchanged
 
         rj.reject(user.isna().to_numpy(), "missing_user_id", "field 'user_id' is empty")
         rj.reject(typ.isna().to_numpy(), "missing_type", "field 'type' is empty")
@@ -413,8 +476,7 @@ class EventCleaner:
                 rj.reject(unknown, "unknown_item",
                           lambda i: f"item {item[i]!r} is not in the catalogue")
 
-        rejects = [QuarantineRow("events", source, r.line, r.reason, r.detail, r.raw)
-                   for r in chunk.rejects]
+        rejects = _reader_rejects("events", source, chunk)
         rejects += rj.quarantine("events", source, raw, chunk.lines)
         rejects.sort(key=lambda r: r.line)
         keep = rj.alive
@@ -470,6 +532,10 @@ class ItemCleaner:
     fmt: Format
     column_map: Mapping[str, str] = field(default_factory=dict)
     timezone: str = "UTC"
+    #: RetailRocket properties: latest (timestamp, value) per (item, property) in this source,
+    #: so an item's category survives a later chunk that only updates its availability.
+    _latest: dict[tuple[str, str], tuple[float, Any]] = field(default_factory=dict, init=False,
+                                                              repr=False)
 
     def clean(self, chunk: RawChunk, source: str) -> CleanChunk:
         from tansuo.data.formats import item_row_transform
@@ -477,15 +543,19 @@ class ItemCleaner:
         raw = chunk.frame.reset_index(drop=True)
         frame = raw
         transform = item_row_transform(self.fmt)
+        fmt, column_map = self.fmt, self.column_map
         if {"property", "value", "itemid"} <= set(raw.columns):  # RetailRocket properties
-            frame = _retailrocket_items(raw)
+            frame = _retailrocket_items(raw, self._latest)
         elif transform is not None and self.fmt.container == "csv":
             frame = pd.DataFrame([transform(r, "items") for r in raw.to_dict(orient="records")],
                                  columns=list(ITEM_COLUMNS))
+        if frame is not raw:  # already canonical columns: the source mapping no longer applies
+            fmt, column_map = replace(self.fmt, columns={}), {}
         cols = {k: v.reset_index(drop=True) for k, v in _resolve_columns(
-            frame, ITEM_COLUMNS, self.fmt, "items", self.column_map, {}, ("item_id",), source,
+            frame, ITEM_COLUMNS, fmt, "items", column_map, {}, ("item_id",), source,
         ).items()}
         rj = _Rejector(len(frame))
+        _reject_nul(rj, cols, _ITEM_TEXT_FIELDS)
         item = _text(cols["item_id"])
         rj.reject(item.isna().to_numpy(), "missing_item_id", "field 'item_id' is empty")
         price_s = _text(cols["price"])
@@ -517,8 +587,7 @@ class ItemCleaner:
         rj.reject(_text(created_s).notna().to_numpy() & np.isnan(created), "invalid_created_at",
                   lambda i: f"created_at {created_s[i]!r} is not a date/time")
         keep = rj.alive
-        rejects = [QuarantineRow("items", source, r.line, r.reason, r.detail, r.raw)
-                   for r in chunk.rejects]
+        rejects = _reader_rejects("items", source, chunk)
         lines = chunk.lines if len(frame) == len(raw) else list(range(1, len(frame) + 1))
         rejects += rj.quarantine("items", source, frame, lines)
         rejects.sort(key=lambda r: r.line)
@@ -540,15 +609,28 @@ class ItemCleaner:
         return CleanChunk(out, rejects, before - len(out))
 
 
-def _retailrocket_items(raw: pd.DataFrame) -> pd.DataFrame:
-    """RetailRocket item_properties: keep the latest categoryid / available per item."""
+def _retailrocket_items(raw: pd.DataFrame,
+                        latest: dict[tuple[str, str], tuple[float, Any]]) -> pd.DataFrame:
+    """RetailRocket item_properties: keep the latest categoryid / available per item.
+
+    ``latest`` carries the values seen in earlier chunks of the same file (an item's rows are
+    spread over the whole file), so each chunk's rows hold every known property of its items.
+    """
     props = raw[raw["property"].isin(["categoryid", "available"])].copy()
     props["ts"] = pd.to_numeric(props["timestamp"], errors="coerce")
-    props = props.sort_values("ts").drop_duplicates(["itemid", "property"], keep="last")
-    wide = props.pivot(index="itemid", columns="property", values="value")
-    out = pd.DataFrame({"item_id": wide.index.astype(object)})
-    out["category"] = wide["categoryid"].to_numpy() if "categoryid" in wide else None
-    if "available" in wide:
-        out["attributes"] = [None if pd.isna(a) else json.dumps({"available": a == "1"})
-                             for a in wide["available"].to_numpy()]
+    props = props.sort_values("ts", kind="stable").drop_duplicates(["itemid", "property"],
+                                                                   keep="last")
+    for item, prop, value, ts in zip(props["itemid"].tolist(), props["property"].tolist(),
+                                     props["value"].tolist(), props["ts"].tolist(), strict=True):
+        old = latest.get((item, prop))
+        if old is None or not ts < old[0]:
+            latest[(item, prop)] = (ts, value)
+    items = sorted(set(props["itemid"].tolist()), key=lambda i: (i is None, str(i)))
+    category = [latest.get((i, "categoryid"), (0.0, None))[1] for i in items]
+    available = [latest.get((i, "available"), (0.0, None))[1] for i in items]
+    out = pd.DataFrame({"item_id": pd.Series(items, dtype=object),
+                        "category": pd.Series(category, dtype=object)})
+    if any(a is not None for a in available):
+        out["attributes"] = [None if a is None else json.dumps({"available": a == "1"})
+                             for a in available]
     return out

@@ -27,13 +27,13 @@ import gzip
 import io
 import json
 import lzma
-import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from tansuo.errors import UnreadableSourceError
@@ -120,7 +120,8 @@ def _amazon_row(row: dict[str, Any], kind: Kind) -> dict[str, Any]:
         return {
             "event_id": None,
             "user_id": row.get("reviewerID", row.get("user_id")),
-            "item_id": row.get("asin") or row.get("parent_asin"),
+            # 2023: parent_asin is the product the metadata files describe (asin is a variant)
+            "item_id": row.get("parent_asin") or row.get("asin"),
             "type": "review",
             "timestamp": ts,
             "rating": row.get("overall", row.get("rating")),
@@ -206,6 +207,11 @@ FORMATS: dict[str, Format] = {
     ),
 }
 _MOVIELENS_ITEMS = _movielens_item
+#: Column names of MovieLens '::'-separated ``.dat`` files (ML-1M, ML-10M), which have no header.
+_MOVIELENS_DAT_NAMES: dict[Kind, tuple[str, ...]] = {
+    "events": ("userId", "movieId", "rating", "timestamp"),
+    "items": ("movieId", "title", "genres"),
+}
 
 
 def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:
@@ -274,8 +280,8 @@ def detect_format(path: Path, kind: Kind = "events") -> str:
     return "csv"
 
 
-def _sniff_delimiter(path: Path) -> str:
-    head = "".join(_head(path, 3))
+def _sniff_delimiter(path: Path, lines: int = 3) -> str:
+    head = "".join(_head(path, lines))
     if "::" in head:
         return "::"
     counts = {d: head.count(d) for d in (",", "\t", ";", "|")}
@@ -321,8 +327,13 @@ def _open_binary(path: Path) -> IO[bytes]:
         raise UnreadableSourceError(f"cannot open {path}: {exc.strerror or exc}") from exc
 
 
-def _header(path: Path, fmt: Format, opts: ReadOptions, delimiter: str) -> tuple[list[str], bool]:
+def _header(path: Path, fmt: Format, opts: ReadOptions, delimiter: str,
+            kind: Kind = "events") -> tuple[list[str], bool]:
     header = fmt.header if opts.header is None else opts.header
+    dat_names = _MOVIELENS_DAT_NAMES.get(kind) if fmt.name == "movielens" and delimiter == "::" \
+        else None
+    if dat_names and opts.header is None:
+        header = False  # ratings.dat / movies.dat start with data
     if header:
         with open_text(path, opts.encoding) as fh:
             first = next(_csv_rows(fh, delimiter), None)
@@ -330,7 +341,7 @@ def _header(path: Path, fmt: Format, opts: ReadOptions, delimiter: str) -> tuple
             raise UnreadableSourceError(f"{path}: no readable header line")
         names = [n.strip().lstrip("\ufeff") for n in first[1]]
     else:
-        names = list(opts.columns or fmt.header_names or ())
+        names = list(opts.columns or fmt.header_names or dat_names or ())
         if not names:
             raise UnreadableSourceError(
                 f"{path}: a file without a header needs column names (--columns a,b,c)"
@@ -340,12 +351,15 @@ def _header(path: Path, fmt: Format, opts: ReadOptions, delimiter: str) -> tuple
     return names, header
 
 
-def _read_csv(path: Path, fmt: Format, opts: ReadOptions) -> Iterator[RawChunk]:
+def _read_csv(path: Path, fmt: Format, opts: ReadOptions, kind: Kind = "events"
+              ) -> Iterator[RawChunk]:
     """CSV in blocks of whole records: each block is parsed by Arrow's C++ reader, and by
     Python's csv module when Arrow cannot give exact line numbers (quoted newlines, bad
     encoding, odd quoting) — so every row keeps its true source line."""
-    delimiter = opts.delimiter or _sniff_delimiter(path)
-    names, header = _header(path, fmt, opts, delimiter)
+    has_header = fmt.header if opts.header is None else opts.header
+    # A header line alone decides: data rows may hold other delimiters in text ("a|b|c").
+    delimiter = opts.delimiter or _sniff_delimiter(path, 1 if has_header else 3)
+    names, header = _header(path, fmt, opts, delimiter, kind)
     if delimiter == "::" or len(delimiter) != 1:
         yield from _read_csv_python(path, names, header, delimiter, opts)
         return
@@ -379,8 +393,13 @@ def _mean_line_length(path: Path) -> float:
     return len(sample) / max(sample.count(b"\n"), 1) if sample else 80.0
 
 
-#: A physical line with an odd number of double quotes (so a quoted field spans lines).
-_ODD_QUOTES = re.compile(rb'^[^"\r\n]*(?:"[^"\r\n]*"[^"\r\n]*)*"[^"\r\n]*$', re.MULTILINE)
+def _has_odd_quote_line(block: bytes) -> bool:
+    """Whether some physical line has an odd number of double quotes (so a quoted field
+    spans lines). Counted with numpy: per-line quote counts via the running line number."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    newlines = np.flatnonzero(data == 10)  # \n
+    quote_lines = np.searchsorted(newlines, np.flatnonzero(data == 34))  # line of each "
+    return bool((np.bincount(quote_lines) & 1).any())
 
 
 def _parse_block(block: bytes, base: int, names: list[str], delimiter: str,
@@ -388,7 +407,11 @@ def _parse_block(block: bytes, base: int, names: list[str], delimiter: str,
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    if b'"' in block and _ODD_QUOTES.search(block):  # a quoted newline: Arrow can't number it
+    if b'"' in block and _has_odd_quote_line(block):  # a quoted newline: Arrow can't number it
+        return _parse_block_python(block, base, names, delimiter, opts)
+    try:  # Arrow cannot pass an undecodable bad row to on_invalid (it prints a traceback)
+        block.decode(opts.encoding)
+    except UnicodeDecodeError:
         return _parse_block_python(block, base, names, delimiter, opts)
     lines_in_block = block.splitlines()
     invalid: list[tuple[int | None, str]] = []
@@ -407,6 +430,7 @@ def _parse_block(block: bytes, base: int, names: list[str], delimiter: str,
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names}, strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
+                null_values=[""],  # not Arrow's defaults: "NA", "null", "NaN" are values
                 include_columns=[n for n in names if opts.only is None or n in opts.only]),
         )
     except (pa.ArrowInvalid, UnicodeError):
@@ -414,8 +438,12 @@ def _parse_block(block: bytes, base: int, names: list[str], delimiter: str,
     if any(n is None for n, _ in invalid):
         return _parse_block_python(block, base, names, delimiter, opts)
     skip = {n for n, _ in invalid}
-    skip.update(i for i, line in enumerate(lines_in_block, start=1) if not line.strip())
-    lines = [base + i for i in range(1, len(lines_in_block) + 1) if i not in skip]
+    if block.startswith((b"\n", b"\r")) or b"\n\n" in block or b"\n\r\n" in block:
+        skip.update(i for i, line in enumerate(lines_in_block, start=1) if not line.strip())
+    numbers = np.arange(base + 1, base + len(lines_in_block) + 1)
+    if skip:
+        numbers = np.delete(numbers, [i - 1 for i in skip if 0 < i <= len(numbers)])
+    lines = numbers.tolist()
     if len(lines) != table.num_rows:
         return _parse_block_python(block, base, names, delimiter, opts)
     rejects = [
@@ -505,6 +533,11 @@ def _read_jsonl(path: Path, fmt: Format, kind: Kind, opts: ReadOptions) -> Itera
                     rejects.append(RawReject(lineno, "malformed_row",
                                              "expected a JSON object per line", text[:2000]))
                     continue
+                if "\\ud" in text.lower() and _has_lone_surrogate(obj):
+                    rejects.append(RawReject(lineno, "malformed_row",
+                                             "has a \\u escape of an unpaired UTF-16 surrogate "
+                                             "(not valid Unicode text)", text[:2000]))
+                    continue
                 if fmt.row_transform is not None:
                     try:
                         obj = fmt.row_transform(obj, kind)
@@ -522,6 +555,14 @@ def _read_jsonl(path: Path, fmt: Format, kind: Kind, opts: ReadOptions) -> Itera
             raise UnreadableSourceError(f"{path}: cannot read: {exc}") from exc
     if records or rejects:
         yield RawChunk(_records_frame(records), lines, rejects)
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -549,9 +590,11 @@ def _read_parquet(path: Path, opts: ReadOptions) -> Iterator[RawChunk]:
         for col in frame.columns:
             if pd.api.types.is_datetime64_any_dtype(frame[col]):
                 ts = frame[col]
-                if ts.dt.tz is None:
-                    ts = ts.dt.tz_localize("UTC")
-                frame[col] = ts.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").astype(object)
+                if ts.dt.tz is None:  # naive: left naive, so the import's timezone applies
+                    frame[col] = ts.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").astype(object)
+                else:
+                    frame[col] = ts.dt.tz_convert("UTC").dt.strftime(
+                        "%Y-%m-%dT%H:%M:%S.%fZ").astype(object)
             frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
         n = len(frame)
         yield RawChunk(frame, list(range(row + 1, row + n + 1)))
@@ -567,7 +610,7 @@ def read_chunks(path: Path, fmt: Format, kind: Kind, opts: ReadOptions) -> Itera
     elif fmt.container == "jsonl":
         yield from _read_jsonl(path, fmt, kind, opts)
     else:
-        yield from _read_csv(path, fmt, opts)
+        yield from _read_csv(path, fmt, opts, kind)
 
 
 def item_row_transform(fmt: Format) -> Callable[[dict[str, Any], Kind], dict[str, Any]] | None:
