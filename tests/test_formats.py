@@ -36,10 +36,10 @@ def db(tmp_path: Path) -> Iterator[EventStore]:
 
 
 def _plain(v: Any) -> Any:
-    """None for a missing value (the store gives NaN or None)."""
-    if v is None or (isinstance(v, float) and v != v):
+    """None for a missing value (the store gives NaN, NA or None); plain Python numbers."""
+    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
         return None
-    return v
+    return v.item() if hasattr(v, "item") else v
 
 
 def stored(store: EventStore, *extra: str) -> list[tuple[Any, ...]]:

@@ -386,3 +386,27 @@ def test_bad_utf8_rows_are_quarantined_quietly(store: EventStore, tmp_path: Path
     assert (report.accepted, report.rejected) == (2, 1)
     assert report.first_rejected[0]["line"] == 3
     assert "caf\ufffd" in set(store.events(["user_id"])["user_id"])
+
+
+def test_jsonl_chunk_without_a_required_key_rejects_rows_not_the_file(store, write):
+    """JSON lines have no header: a chunk whose records all lack user_id is row-level."""
+    path = write("e.jsonl", "\n".join([
+        '{"user_id": "u1", "item_id": "a", "type": "view", "timestamp": 1767225600}',
+        '{"item_id": "b", "type": "view", "timestamp": 1767225600}',
+        '{"user_id": "u2", "item_id": "c", "type": "purchase", "timestamp": 1767225600, '
+        '"quantity": 2}',
+    ]) + "\n")
+    for chunk_size in (1, 100):
+        report = import_events(store, path, ImportOptions(chunk_size=chunk_size))
+        assert report.rejected_by_reason == {"missing_user_id": 1}
+        assert report.first_rejected[0]["line"] == 2
+    events = store.events()
+    assert events["quantity"].dtype == "Int64"
+    assert events.set_index("user_id").loc["u2", "quantity"] == 2
+    assert events.set_index("user_id")["position"].isna().all()
+
+
+def test_frame_without_a_required_column_is_a_clear_error(store):
+    frame = pd.DataFrame({"item_id": ["a"], "type": ["view"], "timestamp": [1767225600]})
+    with pytest.raises(UnreadableSourceError, match="required field 'user_id'"):
+        import_frame(store, frame)

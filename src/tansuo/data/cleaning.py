@@ -360,6 +360,8 @@ class EventCleaner:
     now_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     #: Timestamps already parsed by the bot scan, one array per chunk, in reading order.
     parsed_timestamps: Iterator[np.ndarray] | None = None
+    #: A missing required column fails the import (None: yes, except for JSON lines).
+    strict_columns: bool | None = None
 
     def __post_init__(self) -> None:
         self._types = {**TYPE_ALIASES, **{k.lower(): v for k, v in self.fmt.type_map.items()},
@@ -378,9 +380,14 @@ class EventCleaner:
         )
 
     def columns(self, chunk: RawChunk, source: str) -> dict[str, pd.Series]:
+        # A table (CSV, Parquet, a DataFrame) without a required column is unusable as a
+        # whole; JSON lines have no header, so a key that a chunk never uses is just a missing
+        # value, rejected row by row (otherwise the outcome would depend on chunk size).
+        strict = self.strict_columns if self.strict_columns is not None else (
+            self.fmt.container != "jsonl")
         return _resolve_columns(
             chunk.frame, EVENT_COLUMNS, self.fmt, "events", self.column_map, self.fmt.constants,
-            ("user_id", "type", "timestamp"), source,
+            ("user_id", "type", "timestamp") if strict else (), source,
         )
 
     def source_columns(self, *fields: str) -> tuple[str, ...]:

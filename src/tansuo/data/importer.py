@@ -326,7 +326,7 @@ def import_frame(
     else:
         known = store.item_ids() if opts.cleaning.unknown_items != "keep" else None
         cleaner = EventCleaner(fmt, opts.cleaning, dict(opts.column_map), dict(opts.type_map),
-                               opts.timestamp_unit, opts.timezone, known)
+                               opts.timestamp_unit, opts.timezone, known, strict_columns=True)
         if opts.cleaning.bot_max_events_per_minute > 0 and len(frame):
             cleaner.bots = _find_bots([chunk], cleaner, source,
                                       opts.cleaning.bot_max_events_per_minute)

@@ -392,6 +392,8 @@ class EventStore(ABC):
         for c in columns:
             if c in ("timestamp", "seq"):
                 frame[c] = frame[c].astype("int64")
+            elif c in ("quantity", "position"):  # whole numbers, possibly missing
+                frame[c] = frame[c].astype("Int64")
         return frame
 
     def items(self) -> pd.DataFrame:
