@@ -35,7 +35,12 @@ class TrainData:
     """What a model may learn from: interactions (time ordered per user) and item metadata."""
 
     interactions: Interactions
-    item_category: np.ndarray | None = None  # per item: top-level category code, -1 unknown
+    item_category: np.ndarray | None = None  # per item: category code, -1 unknown
+    #: Frozen text embeddings, one row per item of ``interactions.items`` (float32,
+    #: L2-normalised; a zero row where an item has no text). From :mod:`tansuo.text`.
+    item_text: np.ndarray | None = None
+    #: Event type of each interaction's first event, aligned with ``interactions`` (optional).
+    event_type: np.ndarray | None = None
 
     @property
     def users(self) -> Vocabulary:
