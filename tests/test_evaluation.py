@@ -124,6 +124,7 @@ def test_interactions_dedupe_order_ties_and_negatives():
     assert items == ["a", "b", "c", "a"]  # repeat of a dropped; dislike/search are no signal
     assert inter.users.ids[inter.user].tolist() == ["u1", "u1", "u1", "u2"]
     assert inter.weight[0] == 9.0  # view 1 + purchase 8
+    assert inter.event_type.tolist() == ["purchase", "view", "view", "view"]
 
 
 def test_leave_one_out_has_no_leakage():

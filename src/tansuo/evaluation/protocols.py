@@ -53,13 +53,16 @@ class Interactions:
     item: np.ndarray  # int64 item index
     timestamp: np.ndarray  # int64 epoch ms
     weight: np.ndarray  # float32 summed event weight of the pair
+    #: The strongest event type of the pair (the one with the largest weight), e.g. purchase.
+    event_type: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.user)
 
     def subset(self, mask: np.ndarray) -> Interactions:
         return Interactions(self.users, self.items, self.user[mask], self.item[mask],
-                            self.timestamp[mask], self.weight[mask])
+                            self.timestamp[mask], self.weight[mask],
+                            None if self.event_type is None else self.event_type[mask])
 
     def offsets(self) -> np.ndarray:
         """CSR offsets of each user's run (users with no rows have empty runs)."""
@@ -81,21 +84,26 @@ def interactions_from_events(
     frame = events.loc[(w > 0) & events["item_id"].notna().to_numpy(),
                        ["user_id", "item_id", "timestamp"]].copy()
     frame["w"] = w[(w > 0) & events["item_id"].notna().to_numpy()]
+    frame["type"] = events.loc[frame.index, "type"]
     # Stable sort keeps the store's (timestamp, seq) order inside each user.
     frame = frame.iloc[np.argsort(frame["user_id"].to_numpy(dtype=str), kind="stable")]
     totals = frame.groupby(["user_id", "item_id"], sort=False)["w"].sum()
+    strongest = frame.loc[frame.groupby(["user_id", "item_id"], sort=False)["w"].idxmax(),
+                          ["user_id", "item_id", "type"]].set_index(["user_id", "item_id"])["type"]
     first = frame.drop_duplicates(["user_id", "item_id"], keep="first")
     users = Vocabulary.from_ids(first["user_id"].unique())
     vocab = items if items is not None else Vocabulary.from_ids(first["item_id"].unique())
     u = np.asarray(users.index(first["user_id"].tolist()), dtype=np.int64)
     i = np.asarray(vocab.index(first["item_id"].tolist()), dtype=np.int64)
     keep = i >= 0  # items outside a fixed vocabulary cannot be ranked: dropped
-    pair_w = totals.loc[list(zip(first["user_id"], first["item_id"], strict=True))].to_numpy()
+    pairs = list(zip(first["user_id"], first["item_id"], strict=True))
+    pair_w = totals.loc[pairs].to_numpy()
+    pair_type = strongest.loc[pairs].to_numpy(dtype=object)
     ts = first["timestamp"].to_numpy(dtype=np.int64)
     order = np.lexsort((np.arange(len(u)), ts, u))  # user, then time, then original order
     order = order[keep[order]]
     return Interactions(users, vocab, u[order], i[order], ts[order],
-                        pair_w[order].astype(np.float32))
+                        pair_w[order].astype(np.float32), pair_type[order])
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,6 @@ class TrainData:
     #: Frozen text embeddings, one row per item of ``interactions.items`` (float32,
     #: L2-normalised; a zero row where an item has no text). From :mod:`tansuo.text`.
     item_text: np.ndarray | None = None
-    #: Event type of each interaction's first event, aligned with ``interactions`` (optional).
-    event_type: np.ndarray | None = None
 
     @property
     def users(self) -> Vocabulary:
