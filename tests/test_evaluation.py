@@ -183,7 +183,8 @@ class Memorizer(Recommender):
     def fit(self, data: TrainData) -> Self:
         return self
 
-    def score(self, users: np.ndarray, history: Sequence[np.ndarray]) -> np.ndarray:
+    def score(self, users: np.ndarray, history: Sequence[np.ndarray],
+              context: object = None) -> np.ndarray:
         out = np.zeros((len(users), self.n_items), dtype=np.float32)
         for r, u in enumerate(users):
             out[r, self.targets[int(u)]] = 1.0
@@ -199,7 +200,8 @@ class Memorizer(Recommender):
 class RandomScorer(Memorizer):
     name = "random"
 
-    def score(self, users: np.ndarray, history: Sequence[np.ndarray]) -> np.ndarray:
+    def score(self, users: np.ndarray, history: Sequence[np.ndarray],
+              context: object = None) -> np.ndarray:
         rng = np.random.default_rng(int(users.sum()))
         return rng.random((len(users), self.n_items)).astype(np.float32)
 

@@ -120,6 +120,11 @@ class Phase:
     users: np.ndarray  # evaluated user indices
     history: list[np.ndarray]  # per evaluated user, item indices, time ordered
     targets: list[np.ndarray]  # per evaluated user, item indices
+    #: per evaluated user: event types and times of the history, and the query time (the
+    #: time of the first target: when the user came back for a recommendation)
+    history_types: list[np.ndarray] = field(default_factory=list)
+    history_times: list[np.ndarray] = field(default_factory=list)
+    now: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def n_users(self) -> int:
@@ -146,8 +151,15 @@ class EvalSplit:
 
 
 def _runs(inter: Interactions) -> list[np.ndarray]:
+    return _runs_of(inter, inter.item)
+
+
+def _runs_of(inter: Interactions, values: np.ndarray | None) -> list[np.ndarray]:
+    """Per user, the slice of an array aligned with the interactions."""
     off = inter.offsets()
-    return [inter.item[off[u]:off[u + 1]] for u in range(len(inter.users))]
+    if values is None:
+        values = np.full(len(inter), "view", dtype=object)
+    return [values[off[u]:off[u + 1]] for u in range(len(inter.users))]
 
 
 def leave_one_out(inter: Interactions) -> EvalSplit:
@@ -161,10 +173,15 @@ def leave_one_out(inter: Interactions) -> EvalSplit:
     train_valid_mask = train_mask.copy()
     train_valid_mask[off[evaluated + 1] - 2] = True
     runs = _runs(inter)
+    types, times = _runs_of(inter, inter.event_type), _runs_of(inter, inter.timestamp)
     valid = Phase("valid", train, evaluated,
-                  [runs[u][:-2] for u in evaluated], [runs[u][-2:-1] for u in evaluated])
+                  [runs[u][:-2] for u in evaluated], [runs[u][-2:-1] for u in evaluated],
+                  [types[u][:-2] for u in evaluated], [times[u][:-2] for u in evaluated],
+                  np.array([times[u][-2] for u in evaluated], dtype=np.int64))
     test = Phase("test", train, evaluated,
-                 [runs[u][:-1] for u in evaluated], [runs[u][-1:] for u in evaluated])
+                 [runs[u][:-1] for u in evaluated], [runs[u][-1:] for u in evaluated],
+                 [types[u][:-1] for u in evaluated], [times[u][:-1] for u in evaluated],
+                 np.array([times[u][-1] for u in evaluated], dtype=np.int64))
     info = {"evaluated_users": int(len(evaluated)),
             "skipped_users": int(len(inter.users) - len(evaluated)),
             "train_interactions": int(train_mask.sum())}
@@ -184,8 +201,11 @@ def temporal_split(inter: Interactions, test_fraction: float = 0.1,
     runs = _runs(inter)
     off = inter.offsets()
 
-    def phase(name: str, cut_lo: np.ndarray, cut_hi: np.ndarray, fit_mask: np.ndarray) -> Phase:
-        users, history, targets = [], [], []
+    types, times = _runs_of(inter, inter.event_type), _runs_of(inter, inter.timestamp)
+
+    def phase(name: str, cut_lo: np.ndarray, cut_hi: np.ndarray, fit_mask: np.ndarray,
+              now: float) -> Phase:
+        users, history, targets, h_types, h_times = [], [], [], [], []
         for u in range(len(inter.users)):
             lo, hi = off[u], off[u + 1]
             seen = runs[u][cut_lo[lo:hi]]
@@ -194,12 +214,14 @@ def temporal_split(inter: Interactions, test_fraction: float = 0.1,
                 users.append(u)
                 history.append(seen)
                 targets.append(future)
+                h_types.append(types[u][cut_lo[lo:hi]])
+                h_times.append(times[u][cut_lo[lo:hi]])
         return Phase(name, inter.subset(fit_mask), np.asarray(users, dtype=np.int64), history,
-                     targets)
+                     targets, h_types, h_times, np.full(len(users), int(now), dtype=np.int64))
 
-    valid = phase("valid", before_valid, before_test & ~before_valid, before_valid)
+    valid = phase("valid", before_valid, before_test & ~before_valid, before_valid, t_valid)
     # Test: refitted on everything before the test cut-off (still nothing from the future).
-    test = phase("test", before_test, ~before_test, before_test)
+    test = phase("test", before_test, ~before_test, before_test, t_test)
     info = {"valid_cutoff_ms": int(t_valid), "test_cutoff_ms": int(t_test),
             "train_interactions": int(before_valid.sum())}
     return EvalSplit("temporal", inter, valid, test, info)

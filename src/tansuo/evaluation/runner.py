@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from tansuo.evaluation import metrics as M
 from tansuo.evaluation.protocols import EvalSplit, Phase
-from tansuo.models.base import Recommender, TrainData
+from tansuo.models.base import HistoryContext, Recommender, TrainData
 
 __all__ = ["EvalConfig", "ModelResult", "EvalReport", "evaluate", "tune", "run_phase"]
 
@@ -150,10 +150,13 @@ def _train_data(phase: Phase, item_category: np.ndarray | None) -> TrainData:
 def _rank(model: Recommender, phase: Phase, cfg: EvalConfig) -> np.ndarray:
     kmax = max(cfg.ks)
     out = []
+    context = (HistoryContext(phase.history_types, phase.history_times, phase.now)
+               if len(phase.now) == phase.n_users else None)
     for start in range(0, phase.n_users, cfg.batch_users):
-        users = phase.users[start:start + cfg.batch_users]
-        hist = phase.history[start:start + cfg.batch_users]
-        scores = model.score(users, hist)
+        rows = slice(start, start + cfg.batch_users)
+        users = phase.users[rows]
+        hist = phase.history[rows]
+        scores = model.score(users, hist, context[rows] if context is not None else None)
         out.append(M.top_k(scores, kmax, hist if cfg.exclude_seen else None))
     return np.vstack(out) if out else np.zeros((0, kmax), dtype=np.int64)
 

@@ -27,7 +27,20 @@ from tansuo.data.dataset import Vocabulary
 from tansuo.evaluation.metrics import top_k
 from tansuo.evaluation.protocols import Interactions
 
-__all__ = ["TrainData", "Recommender", "ModelConfig", "history_matrix"]
+__all__ = ["TrainData", "Recommender", "ModelConfig", "HistoryContext", "history_matrix"]
+
+
+@dataclass(frozen=True)
+class HistoryContext:
+    """What a query knows besides its items: each history item's event type and time, and the
+    time of the query itself. Sequence models use it; others ignore it."""
+
+    types: Sequence[np.ndarray]  # per query: event type strings, aligned with the history
+    timestamps: Sequence[np.ndarray]  # per query: epoch ms, aligned with the history
+    now: np.ndarray  # per query: epoch ms at which the recommendation is asked for
+
+    def __getitem__(self, rows: slice) -> HistoryContext:
+        return HistoryContext(self.types[rows], self.timestamps[rows], self.now[rows])
 
 
 @dataclass(frozen=True)
@@ -127,13 +140,15 @@ class Recommender(ABC):
     def fit(self, data: TrainData) -> Self: ...
 
     @abstractmethod
-    def score(self, users: np.ndarray, history: Sequence[np.ndarray]) -> np.ndarray:
+    def score(self, users: np.ndarray, history: Sequence[np.ndarray],
+              context: HistoryContext | None = None) -> np.ndarray:
         """Scores, users × items (float32; NaN = cannot score)."""
 
     def recommend(self, users: np.ndarray, history: Sequence[np.ndarray], k: int = 10,
-                  exclude_seen: bool = True) -> np.ndarray:
+                  exclude_seen: bool = True, context: HistoryContext | None = None
+                  ) -> np.ndarray:
         """Top-k item indices per user, best first (history items removed by default)."""
-        scores = self.score(np.asarray(users), history)
+        scores = self.score(np.asarray(users), history, context)
         return top_k(scores, k, history if exclude_seen else None)
 
     # -- persistence: arrays + JSON, never pickle ------------------------------------------

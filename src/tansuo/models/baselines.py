@@ -12,7 +12,13 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from tansuo.models.base import ModelConfig, Recommender, TrainData, history_matrix
+from tansuo.models.base import (
+    HistoryContext,
+    ModelConfig,
+    Recommender,
+    TrainData,
+    history_matrix,
+)
 
 __all__ = ["Popularity", "PopularityConfig", "RecentPopularity", "RecentPopularityConfig",
            "ItemKNN", "ItemKNNConfig", "ALS", "ALSConfig", "BPR", "BPRConfig", "MODELS"]
@@ -33,7 +39,8 @@ class _ItemScores(Recommender):
         self.scores = self._item_scores(data)
         return self
 
-    def score(self, users: np.ndarray, history: Sequence[np.ndarray]) -> np.ndarray:
+    def score(self, users: np.ndarray, history: Sequence[np.ndarray],
+              context: HistoryContext | None = None) -> np.ndarray:
         return np.broadcast_to(self.scores.astype(np.float32), (len(users), self.n_items)).copy()
 
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -132,7 +139,8 @@ class ItemKNN(Recommender):
             shape=(self.n_items, self.n_items))
         return self
 
-    def score(self, users: np.ndarray, history: Sequence[np.ndarray]) -> np.ndarray:
+    def score(self, users: np.ndarray, history: Sequence[np.ndarray],
+              context: HistoryContext | None = None) -> np.ndarray:
         h = history_matrix(history, self.n_items, self.config.last_n)
         return np.asarray((h @ self.similarity).todense(), dtype=np.float32)
 
@@ -190,7 +198,8 @@ class ALS(Recommender):
         self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
         return self
 
-    def score(self, users: np.ndarray, history: Sequence[np.ndarray]) -> np.ndarray:
+    def score(self, users: np.ndarray, history: Sequence[np.ndarray],
+              context: HistoryContext | None = None) -> np.ndarray:
         model = self._model()
         model.item_factors = self.item_factors
         model.user_factors = self.user_factors
@@ -247,7 +256,8 @@ class BPR(Recommender):
         self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
         return self
 
-    def score(self, users: np.ndarray, history: Sequence[np.ndarray]) -> np.ndarray:
+    def score(self, users: np.ndarray, history: Sequence[np.ndarray],
+              context: HistoryContext | None = None) -> np.ndarray:
         users = np.asarray(users, dtype=np.int64)
         known = (users >= 0) & (users < len(self.user_factors))
         out = np.full((len(users), self.n_items), np.nan, dtype=np.float32)
