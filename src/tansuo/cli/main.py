@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -34,8 +35,11 @@ import_app = typer.Typer(help="Import behaviour events or catalogue items from a
                          no_args_is_help=True)
 datasets_app = typer.Typer(help="Bundled datasets: list, describe, load into the store.",
                            no_args_is_help=True)
+text_app = typer.Typer(help="Item and query text in one vector space (packaged MiniLM).",
+                       no_args_is_help=True)
 app.add_typer(import_app, name="import")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(text_app, name="text")
 
 err = Console(stderr=True)
 out = Console()
@@ -443,3 +447,67 @@ def evaluate_cmd(
     for pair, v in report.paired.items():
         out.print(f"{pair}: Δ{v['metric']} {v['mean_difference']:+.4f} "
                   f"[{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}], p={v['p_value']:.3g}")
+
+
+def _catalogue_vectors(state: _State, progress: bool | None = None):  # noqa: ANN202
+    from tansuo.text.encoder import EmbeddingCache, cache_path, encode_items, open_encoder
+
+    with state.store() as store:
+        items = store.items()
+    if items.empty:
+        _fail("the catalogue is empty: import items first (tansuo import items PATH)", 1)
+    encoder = open_encoder(state.settings.text_model)
+    with EmbeddingCache(cache_path(state.settings.home)) as cache:
+        ids, vectors, fresh = encode_items(items, encoder, cache, progress)
+    return items, ids, vectors, fresh, encoder
+
+
+@text_app.command("encode")
+def text_encode(ctx: typer.Context, as_json: _JsonOpt = False) -> None:
+    """Encode the catalogue's text (only new or changed items; the rest comes from the cache)."""
+    state = _state(ctx)
+    try:
+        _, ids, vectors, fresh, encoder = _catalogue_vectors(state)
+    except TansuoError as exc:
+        _fail(str(exc), 2)
+    doc = {"model": encoder.name, "dim": int(vectors.shape[1]), "items": len(ids),
+           "newly_encoded": fresh, "from_cache": len(ids) - fresh,
+           "without_text": int((~vectors.any(axis=1)).sum())}
+    if as_json:
+        _emit_json(doc)
+    else:
+        out.print(f"{doc['items']:,} items encoded with {doc['model']} ({doc['dim']} dims): "
+                  f"{fresh:,} new, {doc['from_cache']:,} from cache, "
+                  f"{doc['without_text']:,} without text")
+
+
+@text_app.command("search")
+def text_search(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="Free text, e.g. 'trail running shoes'.")],
+    k: Annotated[int, typer.Option("--k", min=1, help="How many items.")] = 10,
+    as_json: _JsonOpt = False,
+) -> None:
+    """Catalogue items nearest to a query in the text space (cosine similarity)."""
+    from tansuo.text.encoder import encode_texts
+
+    state = _state(ctx)
+    try:
+        items, ids, vectors, _, encoder = _catalogue_vectors(state, progress=False)
+        q, _ = encode_texts([query], encoder, None)
+    except TansuoError as exc:
+        _fail(str(exc), 2)
+    sims = vectors @ q[0]
+    top = np.argsort(-sims, kind="stable")[:k]
+    titles = items.set_index("item_id")["title"]
+    rows = [{"item_id": str(ids[i]), "title": titles.get(ids[i]), "similarity":
+             round(float(sims[i]), 4)} for i in top]
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table(title=f"items nearest to {query!r}")
+    for c in ("item_id", "title", "similarity"):
+        table.add_column(c)
+    for r in rows:
+        table.add_row(r["item_id"], str(r["title"]), f"{r['similarity']:.3f}")
+    out.print(table)

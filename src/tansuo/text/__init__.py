@@ -1,0 +1,1 @@
+"""Text: item and query text encoded into one vector space."""
