@@ -10,7 +10,7 @@ import pytest
 
 from tansuo.evaluation.protocols import interactions_from_events
 from tansuo.models.base import TrainData
-from tansuo.models.baselines import MODELS
+from tansuo.models.baselines import BASELINES as MODELS
 
 PERSONAL = ["itemknn", "als", "bpr"]
 

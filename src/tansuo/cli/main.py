@@ -397,7 +397,7 @@ def evaluate_cmd(
         write_json,
     )
     from tansuo.evaluation.runner import EvalConfig, evaluate, model_factories
-    from tansuo.models.baselines import MODELS
+    from tansuo.models import MODELS
 
     state = _state(ctx)
     try:
@@ -510,4 +510,86 @@ def text_search(
         table.add_column(c)
     for r in rows:
         table.add_row(r["item_id"], str(r["title"]), f"{r['similarity']:.3f}")
+    out.print(table)
+
+
+@app.command("train")
+def train_cmd(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Model name (default: the best by the yardstick).")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="movielens-small or synthetic-shop; default: the store's data.")
+    ] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", help='Model settings as JSON, e.g. \'{"neighbors": 100}\'.')] = None,
+    no_promote: Annotated[bool, typer.Option(
+        "--no-promote", help="Save the version without making it the latest.")] = False,
+    as_json: _JsonOpt = False,
+) -> None:
+    """Train a model on all interactions and save it, versioned, in the data directory."""
+    import time as _time
+
+    from tansuo.evaluation.report import build_interactions, load_events
+    from tansuo.models import DEFAULT_MODEL, MODELS
+    from tansuo.models.base import TrainData
+    from tansuo.models.registry import ModelRegistry
+
+    state = _state(ctx)
+    name = model or DEFAULT_MODEL
+    if name not in MODELS:
+        _fail(f"--model {name!r}: expected one of {', '.join(MODELS)}", 2)
+    cls = MODELS[name]
+    try:
+        cfg = cls.config_class.from_dict(json.loads(config)) if config else cls.config_class()
+    except (ValueError, TypeError) as exc:
+        _fail(f"--config for {name}: {exc}", 2)
+    try:
+        if dataset is None:
+            with state.store() as store:
+                events, items, label = load_events(None, store, state.settings.home)
+        else:
+            events, items, label = load_events(dataset, None, state.settings.home)
+    except (ValueError, TansuoError) as exc:
+        _fail(str(exc), 2)
+    if events.empty:
+        _fail("no events to train on: import some (tansuo import events) or pass --dataset", 1)
+    inter = build_interactions(events, items)
+    started = _time.perf_counter()
+    trained = cls(cfg).fit(TrainData(inter))
+    seconds = _time.perf_counter() - started
+    registry = ModelRegistry(state.settings.home)
+    version = registry.save(trained, inter.users, inter.items,
+                            {"dataset": label, "interactions": len(inter),
+                             "train_seconds": round(seconds, 3)},
+                            make_latest=not no_promote)
+    doc = {"version": version, "model": name, "dataset": label, "users": len(inter.users),
+           "items": len(inter.items), "interactions": len(inter),
+           "train_seconds": round(seconds, 3), "latest": registry.latest() == version,
+           "path": str(registry.root / version)}
+    if as_json:
+        _emit_json(doc)
+    else:
+        out.print(f"trained {name} on {label}: {len(inter):,} interactions of "
+                  f"{len(inter.users):,} users, {len(inter.items):,} items in {seconds:.1f} s")
+        out.print(f"saved as {version}{' (latest)' if doc['latest'] else ''}: {doc['path']}")
+
+
+@app.command("models")
+def models_cmd(ctx: typer.Context, as_json: _JsonOpt = False) -> None:
+    """Trained model versions in the data directory (the latest is what the service loads)."""
+    from tansuo.models.registry import ModelRegistry
+
+    registry = ModelRegistry(_state(ctx).settings.home)
+    versions, latest = registry.versions(), registry.latest()
+    if as_json:
+        _emit_json({"latest": latest, "versions": versions})
+        return
+    table = Table(title="trained models")
+    for c in ("version", "model", "dataset", "interactions", "train s", ""):
+        table.add_column(c)
+    for v in versions:
+        table.add_row(v["version"], v["model"], str(v.get("dataset")),
+                      f"{v.get('interactions', 0):,}", str(v.get("train_seconds")),
+                      "latest" if v["version"] == latest else "")
     out.print(table)

@@ -14,7 +14,7 @@ import itertools
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,7 +302,7 @@ def paired_tests(results: dict[str, ModelResult], metric: str, cfg: EvalConfig
     return out
 
 
-def model_factories(names: Sequence[str], registry: dict[str, type[Recommender]]
+def model_factories(names: Sequence[str], registry: Mapping[str, type[Recommender]]
                     ) -> dict[str, Callable[[], Recommender]]:
     unknown = [n for n in names if n not in registry]
     if unknown:

@@ -1,1 +1,44 @@
-"""Interest models behind one protocol: fit, score, recommend, save, load."""
+"""Interest models behind one protocol: fit, score, recommend, save, load.
+
+``MODELS`` maps a model name to its class, importing it only when asked for (the sequence
+model pulls in PyTorch).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping
+
+from tansuo.models.base import Recommender
+
+__all__ = ["MODELS", "DEFAULT_MODEL"]
+
+_PATHS = {
+    "pop": "tansuo.models.baselines:Popularity",
+    "recent-pop": "tansuo.models.baselines:RecentPopularity",
+    "itemknn": "tansuo.models.baselines:ItemKNN",
+    "als": "tansuo.models.baselines:ALS",
+    "bpr": "tansuo.models.baselines:BPR",
+    "sasrec": "tansuo.models.sasrec:SASRec",
+}
+
+#: The model `tansuo train` uses with no --model: the best by the yardstick so far
+#: (item-kNN on MovieLens leave-one-out, docs/benchmarks.md).
+DEFAULT_MODEL = "itemknn"
+
+
+class _Registry(Mapping[str, type[Recommender]]):
+    def __getitem__(self, name: str) -> type[Recommender]:
+        if name not in _PATHS:
+            raise KeyError(name)
+        module, cls = _PATHS[name].split(":")
+        return getattr(importlib.import_module(module), cls)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_PATHS)
+
+    def __len__(self) -> int:
+        return len(_PATHS)
+
+
+MODELS: Mapping[str, type[Recommender]] = _Registry()

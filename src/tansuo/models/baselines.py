@@ -21,7 +21,7 @@ from tansuo.models.base import (
 )
 
 __all__ = ["Popularity", "PopularityConfig", "RecentPopularity", "RecentPopularityConfig",
-           "ItemKNN", "ItemKNNConfig", "ALS", "ALSConfig", "BPR", "BPRConfig", "MODELS"]
+           "ItemKNN", "ItemKNNConfig", "ALS", "ALSConfig", "BPR", "BPRConfig", "BASELINES"]
 
 _DAY_MS = 86_400_000
 
@@ -273,6 +273,6 @@ class BPR(Recommender):
         self.user_factors = arrays["user_factors"]
 
 
-MODELS: dict[str, type[Recommender]] = {
+BASELINES: dict[str, type[Recommender]] = {
     m.name: m for m in (Popularity, RecentPopularity, ItemKNN, ALS, BPR)
 }

@@ -1,0 +1,50 @@
+"""`tansuo train` and the versioned model registry."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tansuo.errors import TansuoError
+from tansuo.models.registry import ModelRegistry
+from test_cli import run
+from test_evaluate_cli import _store_csv
+
+
+def test_train_saves_versions_and_latest(tmp_path):
+    home = tmp_path / "home"
+    run(home, "import", "events", str(_store_csv(tmp_path)))
+    first = json.loads(run(home, "train", "--json").stdout)
+    assert first["model"] == "itemknn" and first["latest"] and first["users"] == 60
+    second = json.loads(run(home, "train", "--model", "als", "--config", '{"factors": 8}',
+                            "--no-promote", "--json").stdout)
+    assert not second["latest"]
+    listing = json.loads(run(home, "models", "--json").stdout)
+    assert listing["latest"] == first["version"] and len(listing["versions"]) == 2
+    registry = ModelRegistry(home)
+    trained = registry.load()
+    assert trained.version == first["version"] and trained.model.name == "itemknn"
+    als = registry.load(second["version"])
+    assert als.model.config.factors == 8
+    user = als.users.index("u0")
+    history = np.asarray(als.items.index(["i1", "i2"]))
+    recs = als.model.recommend(np.array([user]), [history], k=3)
+    assert recs.shape == (1, 3) and not set(recs[0]) & set(history)
+    registry.promote(second["version"])
+    assert registry.load().version == second["version"]
+
+
+def test_train_errors(tmp_path):
+    home = tmp_path / "home"
+    proc = run(home, "train", check=False)
+    assert proc.returncode == 1 and "no events to train on" in proc.stderr
+    proc = run(home, "train", "--model", "magic", check=False)
+    assert proc.returncode == 2 and "expected one of" in proc.stderr
+    proc = run(home, "train", "--model", "als", "--config", '{"factorz": 2}', check=False)
+    assert proc.returncode == 2 and "no fields ['factorz']" in proc.stderr
+    with pytest.raises(TansuoError, match="run `tansuo train` first"):
+        ModelRegistry(home).load()
+    with pytest.raises(TansuoError, match="no trained model 'nope'"):
+        ModelRegistry(home).promote("nope")
