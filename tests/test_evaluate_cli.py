@@ -75,4 +75,4 @@ def test_evaluate_errors(tmp_path):
     assert proc.returncode == 2 and "cannot evaluate on dataset 'nope'" in proc.stderr
     proc = run(home, "evaluate", "--dataset", "movielens-small", "--protocol", "random",
                check=False)
-    assert proc.returncode == 2 and "expected loo or temporal" in proc.stderr
+    assert proc.returncode == 2 and "expected loo, temporal or cold-items" in proc.stderr

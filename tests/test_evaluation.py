@@ -247,3 +247,27 @@ def test_report_has_every_field():
         assert r["peak_rss_mb"] > 10
         assert sum(s["users"] for s in r["segments"].values()) == 60
     assert report["paired"]["a vs b"]["mean_difference"] > 0.5
+
+
+def test_cold_item_split_keeps_held_out_items_out_of_training():
+    from tansuo.evaluation.protocols import cold_item_split
+
+    rng = np.random.default_rng(3)
+    rows = [(f"u{u}", f"i{i}", "view", t) for u in range(200)
+            for t, i in enumerate(rng.choice(60, 10, replace=False))]
+    inter = interactions_from_events(_events(rows))
+    split = cold_item_split(inter, 0.1, seed=1)
+    assert split.info["held_out_items"] == 6
+    held = set(np.unique(np.concatenate(split.test.targets)).tolist())
+    trained = set(np.unique(split.test.train.item).tolist())
+    assert held and not held & trained  # no held-out target item is ever trained on
+    for hist, target in zip(split.test.history, split.test.targets, strict=True):
+        assert not set(hist.tolist()) & held and len(target) == 1
+    assert split.test.n_users > 10 and split.valid.n_users > 10
+    # ID-only models cannot find these items: item-kNN scores them zero
+    from tansuo.models.base import TrainData
+    from tansuo.models.baselines import ItemKNN
+
+    knn = ItemKNN().fit(TrainData(split.test.train))
+    scores = knn.score(split.test.users, split.test.history)
+    assert all(scores[r, t[0]] == 0 for r, t in enumerate(split.test.targets))

@@ -372,7 +372,8 @@ def evaluate_cmd(
         "--models", help="Comma-separated: pop, recent-pop, itemknn, als, bpr.")
     ] = "pop,recent-pop,itemknn,als,bpr",
     protocol: Annotated[str, typer.Option(
-        "--protocol", help="loo (leave-one-out by time) or temporal (global time split).")
+        "--protocol", help="loo (leave-one-out by time), temporal (global time split) or "
+                           "cold-items (10% of items never in training).")
     ] = "loo",
     k: Annotated[str, typer.Option("--k", help="Cut-offs, e.g. 10,20.")] = "10,20",
     tune_models: Annotated[bool, typer.Option(
@@ -406,8 +407,8 @@ def evaluate_cmd(
         factories = model_factories([m.strip() for m in models.split(",") if m.strip()], MODELS)
     except ValueError as exc:
         _fail(f"invalid option: {exc}", 2)
-    if protocol not in ("loo", "temporal"):
-        _fail(f"--protocol {protocol!r}: expected loo or temporal", 2)
+    if protocol not in ("loo", "temporal", "cold-items"):
+        _fail(f"--protocol {protocol!r}: expected loo, temporal or cold-items", 2)
     seeded = {n: (lambda f=f: f(f.config_class(**({"seed": seed} if "seed" in
                                                      f.config_class.__dataclass_fields__
                                                      else {}))))
@@ -428,7 +429,12 @@ def evaluate_cmd(
         _fail("no user has enough history for this protocol (leave-one-out needs 3 items "
               "per user)", 1)
     category, vectors = item_features(inter, items, split.test.train)
-    report = evaluate(split, seeded, cfg, label, category, vectors, do_tune=tune_models)
+    text = None
+    if any(f().wants_text() for f in seeded.values()):
+        text = item_text_matrix(inter.items, items, state.settings.home,
+                                state.settings.text_model)
+    report = evaluate(split, seeded, cfg, label, category, vectors, do_tune=tune_models,
+                      item_text=text)
     if json_path:
         write_json(report, json_path)
     if html_path:
@@ -530,7 +536,7 @@ def train_cmd(
     """Train a model on all interactions and save it, versioned, in the data directory."""
     import time as _time
 
-    from tansuo.evaluation.report import build_interactions, load_events
+    from tansuo.evaluation.report import build_interactions, item_text_matrix, load_events
     from tansuo.models import DEFAULT_MODEL, MODELS
     from tansuo.models.base import TrainData
     from tansuo.models.registry import ModelRegistry
@@ -556,7 +562,10 @@ def train_cmd(
         _fail("no events to train on: import some (tansuo import events) or pass --dataset", 1)
     inter = build_interactions(events, items)
     started = _time.perf_counter()
-    trained = cls(cfg).fit(TrainData(inter))
+    fresh = cls(cfg)
+    text = (item_text_matrix(inter.items, items, state.settings.home, state.settings.text_model)
+            if fresh.wants_text() else None)
+    trained = fresh.fit(TrainData(inter, item_text=text))
     seconds = _time.perf_counter() - started
     registry = ModelRegistry(state.settings.home)
     version = registry.save(trained, inter.users, inter.items,

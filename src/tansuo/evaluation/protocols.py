@@ -38,9 +38,9 @@ from tansuo.data.dataset import Vocabulary
 from tansuo.data.schema import DEFAULT_EVENT_WEIGHTS
 
 __all__ = ["Interactions", "Phase", "EvalSplit", "interactions_from_events", "leave_one_out",
-           "temporal_split", "make_split"]
+           "temporal_split", "cold_item_split", "make_split"]
 
-Protocol = Literal["loo", "temporal"]
+Protocol = Literal["loo", "temporal", "cold-items"]
 
 
 @dataclass(frozen=True)
@@ -227,9 +227,57 @@ def temporal_split(inter: Interactions, test_fraction: float = 0.1,
     return EvalSplit("temporal", inter, valid, test, info)
 
 
+def cold_item_split(inter: Interactions, fraction: float = 0.1, seed: int = 0) -> EvalSplit:
+    """Leave-one-out where a random ``fraction`` of items never appears in training.
+
+    Every interaction with a held-out item is removed from training and from query histories;
+    a user is evaluated when their last (test) or second-last (validation) interaction is
+    with a held-out item, and the target is that interaction. Only models that can place an
+    item from its text alone (or from nothing) can score such a target.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    items_seen = np.unique(inter.item)
+    held = np.zeros(len(inter.items), dtype=bool)
+    held[rng.choice(items_seen, max(1, int(round(fraction * len(items_seen)))),
+                    replace=False)] = True
+    off = inter.offsets()
+    lengths = np.diff(off)
+    users = np.flatnonzero(lengths >= 3)
+    test_pos, valid_pos = off[users + 1] - 1, off[users + 1] - 2
+    train_mask = ~held[inter.item]
+    train_mask[test_pos] = False
+    train_mask[valid_pos] = False
+    train = inter.subset(train_mask)
+    runs = _runs(inter)
+    types, times = _runs_of(inter, inter.event_type), _runs_of(inter, inter.timestamp)
+
+    def phase(name: str, drop_last: int) -> Phase:
+        chosen = [u for u in users if held[runs[u][-drop_last]]]
+        hist, h_types, h_times = [], [], []
+        for u in chosen:
+            keep = ~held[runs[u][:-drop_last]]
+            hist.append(runs[u][:-drop_last][keep])
+            h_types.append(types[u][:-drop_last][keep])
+            h_times.append(times[u][:-drop_last][keep])
+        return Phase(name, train, np.asarray(chosen, dtype=np.int64), hist,
+                     [runs[u][-drop_last:len(runs[u]) - drop_last + 1] for u in chosen],
+                     h_types, h_times,
+                     np.array([times[u][-drop_last] for u in chosen], dtype=np.int64))
+
+    info = {"held_out_items": int(held.sum()), "fraction": fraction, "seed": seed,
+            "train_interactions": int(train_mask.sum())}
+    split = EvalSplit("cold-items", inter, phase("valid", 2), phase("test", 1), info)
+    split.info.update(evaluated_users=split.test.n_users)
+    return split
+
+
 def make_split(inter: Interactions, protocol: Protocol = "loo", **kwargs: float) -> EvalSplit:
     if protocol == "loo":
         return leave_one_out(inter)
     if protocol == "temporal":
         return temporal_split(inter, **kwargs)
-    raise ValueError(f"unknown protocol {protocol!r}; expected 'loo' or 'temporal'")
+    if protocol == "cold-items":
+        return cold_item_split(inter, **kwargs)  # type: ignore[arg-type]
+    raise ValueError(f"unknown protocol {protocol!r}; expected loo, temporal or cold-items")

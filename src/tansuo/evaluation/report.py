@@ -185,3 +185,18 @@ Split: {html.escape(json.dumps(d['split']))}</p>
 <h2>Plots</h2>{figures}</body></html>"""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)
+
+
+def item_text_matrix(items_vocab: Vocabulary, items: pd.DataFrame, home: Path,
+                     model: str | None = None) -> np.ndarray:
+    """Text embeddings aligned with a vocabulary (zero rows for items without text), through
+    the data directory's cache so only new or changed texts are encoded."""
+    from tansuo.text.encoder import EmbeddingCache, cache_path, encode_items, open_encoder
+
+    encoder = open_encoder(model)
+    with EmbeddingCache(cache_path(home)) as cache:
+        ids, vectors, _ = encode_items(items, encoder, cache)
+    out = np.zeros((len(items_vocab), vectors.shape[1]), dtype=np.float32)
+    rows = np.asarray(items_vocab.index(ids.tolist()))
+    out[rows[rows >= 0]] = vectors[rows >= 0]
+    return out

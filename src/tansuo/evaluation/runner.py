@@ -143,8 +143,9 @@ class EvalReport:
         }
 
 
-def _train_data(phase: Phase, item_category: np.ndarray | None) -> TrainData:
-    return TrainData(phase.train, item_category)
+def _train_data(phase: Phase, item_category: np.ndarray | None,
+                item_text: np.ndarray | None = None) -> TrainData:
+    return TrainData(phase.train, item_category, item_text)
 
 
 def _rank(model: Recommender, phase: Phase, cfg: EvalConfig) -> np.ndarray:
@@ -162,14 +163,14 @@ def _rank(model: Recommender, phase: Phase, cfg: EvalConfig) -> np.ndarray:
 
 
 def run_phase(model: Recommender, phase: Phase, cfg: EvalConfig, fit: bool = True,
-              item_category: np.ndarray | None = None
+              item_category: np.ndarray | None = None, item_text: np.ndarray | None = None
               ) -> tuple[np.ndarray, dict[str, np.ndarray], float, float, float]:
     """Fit (optionally) and rank: (ranked, per-user metrics, fit s, score s, peak MB)."""
     with _PeakRSS() as rss, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*OpenBLAS is configured.*")
         started = time.perf_counter()
         if fit:
-            model.fit(_train_data(phase, item_category))
+            model.fit(_train_data(phase, item_category, item_text))
         fit_s = time.perf_counter() - started
         started = time.perf_counter()
         ranked = _rank(model, phase, cfg)
@@ -223,8 +224,8 @@ def _result(name: str, model: Recommender, split: EvalSplit, phase: Phase, cfg: 
 
 
 def tune(factory: Callable[..., Recommender], split: EvalSplit, cfg: EvalConfig,
-         item_category: np.ndarray | None = None, metric: str = "ndcg@10"
-         ) -> tuple[Recommender, list[dict[str, Any]]]:
+         item_category: np.ndarray | None = None, metric: str = "ndcg@10",
+         item_text: np.ndarray | None = None) -> tuple[Recommender, list[dict[str, Any]]]:
     """Grid search on the validation phase; returns a fresh (unfitted) best model and trials."""
     base = factory()
     space = type(base).search_space
@@ -239,7 +240,7 @@ def tune(factory: Callable[..., Recommender], split: EvalSplit, cfg: EvalConfig,
         config = base.config.replace(**dict(zip(keys, values, strict=True)))
         model = type(base)(config)
         _, per_user, fit_s, _, _ = run_phase(model, split.valid, tune_cfg,
-                                             item_category=item_category)
+                                             item_category=item_category, item_text=item_text)
         value = float(per_user[metric].mean()) if len(per_user[metric]) else 0.0
         trials.append({"config": config.to_dict(), metric: round(value, 6),
                        "train_seconds": round(fit_s, 3)})
@@ -258,6 +259,7 @@ def evaluate(
     do_tune: bool = False,
     progress: bool | None = None,
     save_dir: Path | None = None,
+    item_text: np.ndarray | None = None,
 ) -> EvalReport:
     """Evaluate each model on the split's test phase (after tuning on validation if asked)."""
     cfg = cfg or EvalConfig()
@@ -269,9 +271,10 @@ def evaluate(
         trials: list[dict[str, Any]] = []
         model = factory()
         if do_tune:
-            model, trials = tune(factory, split, cfg, item_category)
+            model, trials = tune(factory, split, cfg, item_category, item_text=item_text)
         ranked, per_user, fit_s, score_s, peak = run_phase(model, split.test, cfg,
-                                                           item_category=item_category)
+                                                           item_category=item_category,
+                                                           item_text=item_text)
         result = _result(name, model, split, split.test, cfg, ranked, per_user, fit_s,
                          score_s, peak, item_category, item_vectors)
         result.tuning = trials

@@ -129,6 +129,10 @@ class Recommender(ABC):
     #: hyperparameter grid searched by ``--tune`` (field → candidate values)
     search_space: ClassVar[dict[str, list[Any]]] = {}
 
+    def wants_text(self) -> bool:
+        """Whether ``fit`` needs ``TrainData.item_text`` (item text embeddings)."""
+        return False
+
     def __init__(self, config: ModelConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()
         if not isinstance(self.config, self.config_class):
