@@ -393,6 +393,7 @@ def evaluate_cmd(
     from tansuo.evaluation.report import (
         build_interactions,
         item_features,
+        item_text_matrix,
         load_events,
         write_html,
         write_json,
