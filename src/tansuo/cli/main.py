@@ -56,7 +56,8 @@ class _State:
 
 def _state(ctx: typer.Context) -> _State:
     state = ctx.find_root().obj
-    assert isinstance(state, _State)  # set by main(); typer always runs the callback first
+    if not isinstance(state, _State):  # main() sets it; typer always runs the callback first
+        raise RuntimeError("tansuo CLI state missing: commands must run under the tansuo app")
     return state
 
 

@@ -11,6 +11,8 @@ small grid on the validation phase first and keeps the best NDCG@10.
 from __future__ import annotations
 
 import itertools
+import os
+import resource
 import threading
 import time
 import warnings
@@ -63,12 +65,8 @@ class _PeakRSS:
     def rss() -> int:
         try:
             with open("/proc/self/statm") as fh:
-                import os
-
                 return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError):
-            import resource
-
+        except (OSError, ValueError):  # not Linux: the peak so far, from the OS
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     def _run(self) -> None:
