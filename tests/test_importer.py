@@ -410,3 +410,11 @@ def test_frame_without_a_required_column_is_a_clear_error(store):
     frame = pd.DataFrame({"item_id": ["a"], "type": ["view"], "timestamp": [1767225600]})
     with pytest.raises(UnreadableSourceError, match="required field 'user_id'"):
         import_frame(store, frame)
+
+
+def test_frame_with_a_lone_surrogate_is_stored_with_a_replacement_character(store):
+    frame = pd.DataFrame({"user_id": ["u\ud800"], "item_id": ["a"], "type": ["view"],
+                          "timestamp": [1767225600]})
+    report = import_frame(store, frame)
+    assert report.accepted == 1
+    assert store.events()["user_id"].tolist() == ["u\ufffd"]

@@ -95,6 +95,7 @@ def test_items_upsert_replaces_fields(store):
     store.upsert_items(pd.DataFrame({"item_id": ["a"], "title": ["Trail shoe"], "price": [60.0]}))
     got = store.items().set_index("item_id")
     assert got.loc["a", "title"] == "Trail shoe" and got.loc["a", "price"] == 60.0
+    assert got.loc["a", "category"] == "Sports > Running"  # not given: kept
     assert got.loc["b", "attributes"] is None and got.loc["b", "category"] == "Outdoors > Camping"
     assert store.item_ids() == {"a", "b"}
 

@@ -78,6 +78,7 @@ TYPE_ALIASES: dict[str, str] = {
     "query": "search",
 }
 _TZ_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$", re.IGNORECASE)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _NUMERIC_FIELDS: dict[str, str] = {
     "dwell_seconds": "float",
     "quantity": "int",
@@ -107,7 +108,7 @@ def _arrow_text(values: pd.Series) -> pa.Array:
     else:
         try:
             arr = pa.array(values.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
             arr = pa.array(_text_slow(values).to_numpy(), type=pa.string(), from_pandas=True)
     arr = pc.utf8_trim_whitespace(arr)
     return pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
@@ -127,7 +128,8 @@ def _text_slow(series: pd.Series) -> pd.Series:
             continue
         if isinstance(v, float) and v.is_integer():
             v = int(v)
-        s = str(v).strip()
+        # A lone UTF-16 surrogate cannot be stored as text: U+FFFD, as in file decoding.
+        s = _SURROGATE.sub("\ufffd", str(v)).strip()
         out.append(s or None)
     return pd.Series(out, index=series.index, dtype=object)
 

@@ -312,10 +312,13 @@ class EventStore(ABC):
         self, items: pd.DataFrame, quarantine: Sequence[QuarantineRow] = (),
         import_id: int | None = None,
     ) -> int:
-        """Insert or replace catalogue items (columns ``ITEM_COLUMNS``); returns rows written."""
+        """Insert or update catalogue items (columns ``ITEM_COLUMNS``); returns rows written.
+
+        A field given replaces the stored one; an empty field keeps it, so partial feeds (a
+        price update, a second RetailRocket properties file) never erase what is known."""
         rows = _item_rows(items) if len(items) else []
         cols = (*ITEM_COLUMNS, "updated_at")
-        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+        updates = ", ".join(f"{c} = COALESCE(excluded.{c}, items.{c})" for c in cols[1:])
         sql = self._q(
             f"INSERT INTO items ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
             f"ON CONFLICT (item_id) DO UPDATE SET {updates}"
