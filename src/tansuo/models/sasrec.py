@@ -1,0 +1,693 @@
+"""SASRec: causal self-attention over a user's recent interactions (Kang & McAuley, 2018).
+
+The input at each position of a user's last ``max_len`` interactions is the sum of
+
+- the item's representation (``item_repr``): a learned ID embedding (``"id"``), a learned
+  linear projection of the item's frozen text embedding ``TrainData.item_text`` (``"text"``),
+  or both summed (``"id+text"``; the ID part of an item with no training interactions is held
+  at zero, so such an item is its text alone);
+- the event type of the interaction (view, click, cart, purchase, …; unknown → its own slot);
+- the log-bucketed time since the previous interaction, and the time until the next one
+  (for the last position: until ``now``, the moment the recommendation is asked for);
+- a learned position embedding.
+
+``layers`` pre-norm transformer blocks with a causal mask turn it into one hidden state per
+position; the state at the last position, dotted with the same item representations (weight
+tying), scores every item. Every sequence starts with a learned begin token, so an empty
+history (an unknown user with nothing seen yet) is scored from the begin token's state, which
+is trained to predict users' first items: scores are never NaN.
+
+Training: every position predicts the next item, full softmax cross-entropy over the
+catalogue, or — when the catalogue has more than ``sampled_softmax_above`` items — a sampled
+softmax over ``negatives`` shared negatives with the logQ correction. ``fit`` holds out each
+user's last training interaction (users with ≥ 3) as an internal validation target, measures
+NDCG@10 on it after every epoch (full ranking, history excluded), keeps the best weights and
+stops after ``patience`` epochs without improvement; ``training_log`` and ``best_epoch``
+record the run. ``fine_tune`` continues training from the current weights on new data over
+the same item vocabulary.
+
+Queries: ``score`` = ``user_vectors`` @ ``item_vectors``.T. ``users`` plays no part (an
+unknown user, -1, is fine): only the given history, its event types and times, and ``now``
+do. Without a :class:`HistoryContext` types and times are "unknown", slots trained by
+hiding the context of a share (``context_dropout``) of the training sequences.
+
+Persistence: the state dict as numpy arrays plus a small JSON meta array (event types, text
+width, ``best_epoch``, ``training_log``); no pickle.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from tansuo.data.schema import EventType
+from tansuo.evaluation.metrics import accuracy, top_k
+from tansuo.evaluation.protocols import Interactions
+from tansuo.models.base import HistoryContext, ModelConfig, Recommender, TrainData
+
+__all__ = ["SASRec", "SASRecConfig", "EVENT_TYPES", "time_bucket"]
+
+#: Event types with their own embedding; slot 0 is padding, 1 unknown/none, 2+ these.
+EVENT_TYPES: tuple[str, ...] = tuple(t.value for t in EventType)
+_PAD, _UNKNOWN = 0, 1
+_BOS = 1  # token 0 = padding, 1 = begin, item i = i + 2
+_ITEM0 = 2
+_ITEM_REPRS = ("id", "text", "id+text")
+_SAMPLERS = ("uniform", "popularity")
+
+
+@dataclass(frozen=True)
+class SASRecConfig(ModelConfig):
+    max_len: int = 50
+    """Most recent interactions the model looks at."""
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    inner: int = 256
+    """Width of the feed-forward layer of each block."""
+    dropout: float = 0.2
+    item_repr: str = "id"
+    """"id", "text" (projection of TrainData.item_text) or "id+text"."""
+    event_types: bool = True
+    """Add an event-type embedding to each position."""
+    time_gaps: bool = True
+    """Add embeddings of the log-bucketed time since the previous and until the next event."""
+    time_buckets: int = 64
+    """Time-gap buckets (half-octaves of seconds; 64 reach ~70 years)."""
+    context_dropout: float = 0.1
+    """Share of training sequences whose event types and times are hidden, so queries
+    without a HistoryContext are scored from trained 'unknown' slots."""
+    epochs: int = 50
+    """Most epochs ``fit`` trains for."""
+    patience: int = 5
+    """Epochs without a better validation NDCG@10 before ``fit`` stops."""
+    batch_size: int = 64
+    """Training windows per step; a window is up to ``max_len`` predicted positions, so 64
+    windows ≈ 3,200 targets per step (MovieLens-small: ~40 steps an epoch)."""
+    lr: float = 3e-3
+    """Adam learning rate (3e-3 reached MovieLens-small's best validation NDCG in ~11
+    epochs; 1e-3 learns about half as fast per epoch)."""
+    weight_decay: float = 0.0
+    sampled_softmax_above: int = 50_000
+    """Catalogues larger than this train with a sampled softmax instead of the full one."""
+    negatives: int = 1024
+    """Shared negatives per batch of the sampled softmax."""
+    negative_sampling: str = "popularity"
+    """"uniform" or "popularity" (∝ training users + 1); logQ-corrected either way."""
+    valid_users: int = 10_000
+    """Most users in the internal validation each epoch (a seeded sample; 0 = all)."""
+    refit_on_full: bool = False
+    """After early stopping, retrain from scratch on all training data (validation items
+    included) for the best number of epochs; False keeps the best model as it is."""
+    seed: int = 0
+    threads: int = 0
+    """torch intra-op threads while fitting and scoring (0 = torch's default)."""
+    device: str = "cpu"
+    """"cpu" or "cuda"/"cuda:N" (falls back to the CPU with a warning if unavailable)."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.max_len >= 1, "max_len must be ≥ 1"),
+            (self.hidden >= 1 and self.layers >= 1 and self.heads >= 1 and self.inner >= 1,
+             "hidden, layers, heads and inner must be ≥ 1"),
+            (self.hidden % max(self.heads, 1) == 0, "hidden must be divisible by heads"),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (0.0 <= self.context_dropout <= 1.0, "context_dropout must be in [0, 1]"),
+            (self.item_repr in _ITEM_REPRS, f"item_repr must be one of {_ITEM_REPRS}"),
+            (self.time_buckets >= 3, "time_buckets must be ≥ 3"),
+            (self.epochs >= 1 and self.patience >= 1, "epochs and patience must be ≥ 1"),
+            (self.batch_size >= 1, "batch_size must be ≥ 1"),
+            (self.lr > 0 and self.weight_decay >= 0, "lr must be > 0 and weight_decay ≥ 0"),
+            (self.sampled_softmax_above >= 1 and self.negatives >= 1,
+             "sampled_softmax_above and negatives must be ≥ 1"),
+            (self.negative_sampling in _SAMPLERS,
+             f"negative_sampling must be one of {_SAMPLERS}"),
+            (self.valid_users >= 0 and self.threads >= 0, "valid_users and threads must be ≥ 0"),
+            (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:"),
+             "device must be 'cpu', 'cuda' or 'cuda:N'"),
+        ]
+        errors = [msg for ok, msg in checks if not ok]
+        if errors:
+            raise ValueError(f"invalid SASRec config: {'; '.join(errors)} (got {self})")
+
+    @property
+    def uses_text(self) -> bool:
+        return self.item_repr in ("text", "id+text")
+
+    @property
+    def uses_id(self) -> bool:
+        return self.item_repr in ("id", "id+text")
+
+
+def time_bucket(gap_ms: np.ndarray, buckets: int) -> np.ndarray:
+    """Bucket of a time gap (ms): 2 + ⌊2·log2(1 + seconds)⌋, capped at ``buckets - 1``
+    (0 is padding, 1 unknown). Negative gaps count as 0."""
+    seconds = np.maximum(np.asarray(gap_ms, dtype=np.float64), 0.0) / 1000.0
+    b = np.floor(2.0 * np.log2(1.0 + seconds)).astype(np.int64) + 2
+    return np.minimum(b, buckets - 1)
+
+
+def _type_codes(types: np.ndarray | None, n: int) -> np.ndarray:
+    """Embedding slots of event type strings (None: all unknown)."""
+    if types is None or not n:
+        return np.full(n, _UNKNOWN, dtype=np.int64)
+    names, inverse = np.unique(np.asarray(types).astype(str), return_inverse=True)
+    lookup = {t: i + 2 for i, t in enumerate(EVENT_TYPES)}
+    codes = np.array([lookup.get(t, _UNKNOWN) for t in names.tolist()], dtype=np.int64)
+    return codes[inverse.ravel()]
+
+
+# -- the network ---------------------------------------------------------------------------
+
+
+class _Block(nn.Module):
+    """Pre-norm transformer block: masked multi-head self-attention and a GELU MLP."""
+
+    def __init__(self, d: int, heads: int, inner: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.ff1 = nn.Linear(d, inner)
+        self.ff2 = nn.Linear(inner, d)
+        self.drop = nn.Dropout(dropout)
+        self.p = dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, self.heads, d // self.heads).permute(
+            2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.p if self.training else 0.0)
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, n, d)))
+        return x + self.drop(self.ff2(self.drop(F.gelu(self.ff1(self.ln2(x))))))
+
+
+class _Net(nn.Module):
+    def __init__(self, c: SASRecConfig, n_items: int, text_dim: int, n_types: int) -> None:
+        super().__init__()
+        d = c.hidden
+        self.c = c
+        self.n_items = n_items
+        if c.uses_id:
+            self.item_id = nn.Embedding(n_items, d)
+            if c.uses_text:  # start as the text model; IDs learn what text cannot say
+                nn.init.zeros_(self.item_id.weight)
+            else:
+                nn.init.normal_(self.item_id.weight, std=0.02)
+            # 1 for items with training interactions: the ID part of the others stays 0
+            self.register_buffer("id_mask", torch.ones(n_items, 1))
+        if c.uses_text:
+            self.register_buffer("item_text", torch.zeros(n_items, text_dim))
+            self.text_proj = nn.Linear(text_dim, d, bias=False)
+        self.bos = nn.Parameter(torch.randn(d) * 0.02)
+        self.pos = nn.Embedding(c.max_len, d)
+        nn.init.normal_(self.pos.weight, std=0.02)
+        self.type_emb = nn.Embedding(n_types, d) if c.event_types else None
+        if c.time_gaps:
+            self.gap_prev = nn.Embedding(c.time_buckets, d)
+            self.gap_next = nn.Embedding(c.time_buckets, d)
+            for e in (self.gap_prev, self.gap_next):
+                nn.init.normal_(e.weight, std=0.02)
+        if self.type_emb is not None:
+            nn.init.normal_(self.type_emb.weight, std=0.02)
+        self.ln_in = nn.LayerNorm(d)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(_Block(d, c.heads, c.inner, c.dropout)
+                                    for _ in range(c.layers))
+        self.ln_out = nn.LayerNorm(d)
+        causal = torch.tril(torch.ones(c.max_len, c.max_len, dtype=torch.bool))
+        self.register_buffer("causal", causal, persistent=False)
+
+    def items(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Item representations (all items, or those at ``idx``)."""
+        out: torch.Tensor | None = None
+        if self.c.uses_id:
+            if idx is None:
+                out = self.item_id.weight * self.id_mask
+            else:
+                out = self.item_id(idx) * self.id_mask[idx]
+        if self.c.uses_text:
+            text = self.text_proj(self.item_text if idx is None else self.item_text[idx])
+            out = text if out is None else out + text
+        assert out is not None
+        return out
+
+    def forward(self, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Tensor,
+                gap_next: torch.Tensor) -> torch.Tensor:
+        """Hidden state at every position (batch × max_len × hidden), left-padded input."""
+        is_item = tokens >= _ITEM0
+        e = self.items((tokens - _ITEM0).clamp(min=0).reshape(-1)).view(*tokens.shape, -1)
+        e = torch.where(is_item.unsqueeze(-1), e, 0.0)
+        e = e + (tokens == _BOS).unsqueeze(-1) * self.bos
+        valid = tokens != 0
+        # positions count from the first real token (the begin token of a short history is
+        # always at 0, in training and at query time alike)
+        x = e + self.pos((valid.cumsum(1) - 1).clamp(min=0))
+        if self.type_emb is not None:
+            x = x + self.type_emb(types)
+        if self.c.time_gaps:
+            x = x + self.gap_prev(gap_prev) + self.gap_next(gap_next)
+        x = self.drop(self.ln_in(x))
+        eye = torch.eye(tokens.shape[1], dtype=torch.bool, device=tokens.device)
+        # causal, no padded keys; a padded query sees itself only (keeps softmax finite)
+        mask = (self.causal.unsqueeze(0) & valid.unsqueeze(1)) | eye
+        mask = mask.unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln_out(x)
+
+
+# -- sequences → padded windows --------------------------------------------------------------
+
+
+@dataclass
+class _Windows:
+    """Left-padded training windows: inputs and the next item at every position."""
+
+    tokens: np.ndarray
+    types: np.ndarray
+    gap_prev: np.ndarray
+    gap_next: np.ndarray
+    targets: np.ndarray  # item index, -1 where nothing is predicted
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def _user_features(items: np.ndarray, types: np.ndarray, times: np.ndarray | None,
+                   now: int | None, buckets: int) -> tuple[np.ndarray, ...]:
+    """Begin token + items as model inputs: tokens, type codes, gap buckets (prev, next).
+
+    ``times`` None means unknown; ``now`` (the time of the next item) gives the last
+    position's next gap, unknown if None."""
+    n = len(items)
+    tokens = np.concatenate([[_BOS], np.asarray(items, dtype=np.int64) + _ITEM0])
+    type_codes = np.concatenate([[_UNKNOWN], types])
+    gap_prev = np.full(n + 1, _UNKNOWN, dtype=np.int64)
+    gap_next = np.full(n + 1, _UNKNOWN, dtype=np.int64)
+    if times is not None and n:
+        t = np.asarray(times, dtype=np.int64)
+        gap_prev[2:] = time_bucket(np.diff(t), buckets)
+        gap_next[1:n] = time_bucket(np.diff(t), buckets)
+        if now is not None:
+            gap_next[n] = time_bucket(np.array([now - t[-1]]), buckets)[0]
+    return tokens, type_codes, gap_prev, gap_next
+
+
+def _pad_left(rows: list[np.ndarray], length: int, fill: int = 0) -> np.ndarray:
+    out = np.full((len(rows), length), fill, dtype=np.int64)
+    for r, row in enumerate(rows):
+        row = row[-length:]
+        if len(row):
+            out[r, length - len(row):] = row
+    return out
+
+
+def _windows(inter: Interactions, buckets: int, max_len: int) -> _Windows:
+    """Every transition of every user's interactions, cut into windows of ``max_len``
+    inputs counted back from the end (the first window holds the begin token). Without
+    event types every interaction counts as a view, as in the evaluation protocols."""
+    off = inter.offsets()
+    types = (inter.event_type if inter.event_type is not None
+             else np.full(len(inter), "view", dtype=object))
+    type_codes = _type_codes(types, len(inter))
+    cols: list[list[np.ndarray]] = [[], [], [], [], []]
+    for u in range(len(inter.users)):
+        sl = slice(off[u], off[u + 1])
+        items = inter.item[sl]
+        if not len(items):
+            continue
+        tok, typ, gp, gn = _user_features(items, type_codes[sl], inter.timestamp[sl], None,
+                                          buckets)
+        target = np.append(items, -1)  # input j predicts item j (token j + 1)
+        n_inputs = len(items)  # begin token … second-to-last item → every item is a target
+        for end in range(n_inputs, 0, -max_len):
+            start = max(0, end - max_len)
+            for col, arr in zip(cols, (tok, typ, gp, gn, target), strict=True):
+                col.append(arr[start:end])
+    padded = [_pad_left(col, max_len) for col in cols[:4]]
+    targets = _pad_left(cols[4], max_len, fill=-1)
+    return _Windows(*padded, targets)
+
+
+# -- the model -----------------------------------------------------------------------------
+
+
+class SASRec(Recommender):
+    """Self-attentive sequential recommendation; see the module docstring."""
+
+    name = "sasrec"
+    config_class = SASRecConfig
+    search_space = {"dropout": [0.2, 0.5], "max_len": [50, 200]}
+    config: SASRecConfig
+
+    def __init__(self, config: SASRecConfig | None = None) -> None:
+        super().__init__(config)
+        self.net: _Net | None = None
+        self.training_log: list[dict[str, Any]] = []
+        self.best_epoch: int = 0
+        self._warned_device = False
+
+    @property
+    def seconds_to_best(self) -> float:
+        """Training seconds of ``fit`` up to and including the best epoch."""
+        return float(sum(e["seconds"] for e in self.training_log
+                         if e["phase"] == "fit" and e["epoch"] <= self.best_epoch))
+
+    # -- context managers: threads, RNG, device ----------------------------------------------
+    @contextmanager
+    def _threads(self, deterministic: bool = False) -> Iterator[None]:
+        """torch threads (and deterministic algorithms when training), restored after."""
+        before = torch.get_num_threads()
+        was_deterministic = torch.are_deterministic_algorithms_enabled()
+        was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        if deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+            if deterministic:
+                torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
+
+    def _device(self) -> torch.device:
+        dev = self.config.device
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            if not self._warned_device:
+                warnings.warn(f"SASRec: device {dev!r} is not available, using the CPU",
+                              stacklevel=3)
+                self._warned_device = True
+            return torch.device("cpu")
+        return torch.device(dev)
+
+    # -- training ------------------------------------------------------------------------------
+    def _check_text(self, data: TrainData) -> None:
+        c = self.config
+        if not c.uses_text:
+            return
+        if data.item_text is None:
+            raise ValueError(f"SASRec with item_repr={c.item_repr!r} needs item text "
+                             "embeddings (TrainData.item_text), and the data has none; "
+                             "use item_repr='id' or encode the item text first")
+        if data.item_text.ndim != 2 or data.item_text.shape[0] != data.n_items:
+            raise ValueError(f"item_text must be n_items × dim ({data.n_items} rows), got "
+                             f"shape {data.item_text.shape}")
+
+    def _build(self, data: TrainData) -> None:
+        c = self.config
+        self._check_text(data)
+        text_dim = int(data.item_text.shape[1]) if c.uses_text else 0
+        self.n_items = data.n_items
+        self.net = _Net(c, self.n_items, text_dim, len(EVENT_TYPES) + 2)
+        if c.uses_id and c.uses_text:
+            self.net.id_mask.zero_()  # _mark_seen turns on the items with interactions
+        if c.uses_text:
+            self.net.item_text.copy_(torch.as_tensor(
+                np.asarray(data.item_text, dtype=np.float32)))
+
+    def _mark_seen(self, data: TrainData) -> None:
+        assert self.net is not None
+        if self.config.uses_id and self.config.uses_text:
+            seen = np.bincount(data.interactions.item, minlength=self.n_items) > 0
+            mask = self.net.id_mask.detach().cpu().numpy().ravel() > 0
+            self.net.id_mask.copy_(torch.as_tensor((seen | mask).astype(np.float32)[:, None]))
+        elif self.config.uses_id:
+            self.net.id_mask.fill_(1.0)
+
+    def fit(self, data: TrainData) -> Self:
+        c = self.config
+        if not len(data.interactions):
+            raise ValueError("SASRec cannot fit on no interactions")
+        self._check_text(data)
+        inter = data.interactions
+        off = inter.offsets()
+        lengths = np.diff(off)
+        valid_users = np.flatnonzero(lengths >= 3)
+        if c.valid_users and len(valid_users) > c.valid_users:
+            rng = np.random.default_rng(c.seed)
+            valid_users = np.sort(rng.choice(valid_users, c.valid_users, replace=False))
+        keep = np.ones(len(inter), dtype=bool)
+        keep[off[valid_users + 1] - 1] = False
+        valid = _Validation(inter, valid_users)
+        self.training_log = []
+        with self._threads(deterministic=True), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)
+            self._build(data)
+            train_data = TrainData(inter.subset(keep), data.item_category, data.item_text)
+            self._mark_seen(train_data)
+            best_state, best = self._train(train_data, c.epochs, valid, "fit", c.seed)
+            if best_state is not None:
+                self.net.load_state_dict(best_state)
+            if c.refit_on_full and self.best_epoch:
+                torch.manual_seed(c.seed)
+                self._build(data)
+                self._mark_seen(data)
+                self._train(data, self.best_epoch, None, "refit", c.seed)
+        return self
+
+    def fine_tune(self, data: TrainData, epochs: int = 1) -> Self:
+        """Continue training from the current weights on ``data`` (all of it, no validation,
+        a fresh optimiser) for ``epochs`` epochs.
+
+        ``data`` must use the same item vocabulary (same indices, same number of items) as the
+        data the model was fitted on; with text, ``data.item_text`` (if given) replaces the
+        stored text embeddings. Items seen for the first time get their ID embedding turned on
+        (from its zero initialisation) in "id+text" mode.
+        """
+        if self.net is None:
+            raise ValueError("fine_tune needs a fitted model: call fit first")
+        if data.n_items != self.n_items:
+            raise ValueError(f"fine_tune needs the model's item vocabulary ({self.n_items} "
+                             f"items), got {data.n_items}")
+        if epochs < 1:
+            raise ValueError(f"epochs must be ≥ 1, got {epochs}")
+        with self._threads(deterministic=True), torch.random.fork_rng(devices=[]):
+            seed = self.config.seed + 1 + len(self.training_log)
+            torch.manual_seed(seed)
+            if self.config.uses_text and data.item_text is not None:
+                if tuple(data.item_text.shape) != tuple(self.net.item_text.shape):
+                    raise ValueError(f"fine_tune item_text has shape {data.item_text.shape}, "
+                                     f"the model {tuple(self.net.item_text.shape)}")
+                self.net.item_text.copy_(torch.as_tensor(np.asarray(data.item_text,
+                                                                    dtype=np.float32)))
+            self._mark_seen(data)
+            self._train(data, epochs, None, "fine_tune", seed)
+        return self
+
+    def _train(self, data: TrainData, epochs: int, valid: _Validation | None, phase: str,
+               seed: int) -> tuple[dict[str, torch.Tensor] | None, float]:
+        c = self.config
+        net = self.net
+        assert net is not None
+        device = self._device()
+        net.to(device)
+        win = _windows(data.interactions, c.time_buckets, c.max_len)
+        rng = np.random.default_rng(seed)
+        opt = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        sampled = self.n_items > c.sampled_softmax_above
+        if c.negative_sampling == "popularity":
+            q = np.bincount(data.interactions.item, minlength=self.n_items) + 1.0
+        else:
+            q = np.ones(self.n_items)
+        q = q / q.sum()
+        q_t = torch.as_tensor(q, dtype=torch.float32, device=device)
+        log_q = torch.log(q_t)
+        best, best_state, stale = -1.0, None, 0
+        bar = tqdm(range(1, epochs + 1), desc=f"sasrec {phase}", unit="epoch", disable=None,
+                   file=sys.stderr, leave=False)
+        for epoch in bar:
+            started = time.perf_counter()
+            net.train()
+            order = rng.permutation(len(win))
+            if c.context_dropout > 0:
+                hide = rng.random(len(win)) < c.context_dropout
+            else:
+                hide = np.zeros(len(win), dtype=bool)
+            total, count = 0.0, 0
+            for lo in range(0, len(order), c.batch_size):
+                rows = order[lo:lo + c.batch_size]
+                batch = _tensors(win, rows, hide[rows], device)
+                tokens, types, gp, gn, targets = batch
+                h = net(tokens, types, gp, gn)
+                at = targets >= 0
+                hv, tv = h[at], targets[at]
+                if sampled:
+                    if c.negative_sampling == "uniform":
+                        neg = torch.randint(self.n_items, (c.negatives,), device=device)
+                    else:
+                        neg = torch.multinomial(q_t, c.negatives, replacement=True)
+                    pos_logit = (hv * net.items(tv)).sum(-1) - log_q[tv]
+                    neg_logit = hv @ net.items(neg).T - log_q[neg]
+                    neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == tv.unsqueeze(1),
+                                                      float("-inf"))
+                    logits = torch.cat([pos_logit.unsqueeze(1), neg_logit], dim=1)
+                    loss = F.cross_entropy(logits, torch.zeros_like(tv))
+                else:
+                    loss = F.cross_entropy(hv @ net.items().T, tv)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(tv)
+                count += len(tv)
+            entry: dict[str, Any] = {"phase": phase, "epoch": epoch,
+                                     "loss": round(total / max(count, 1), 6),
+                                     "softmax": "sampled" if sampled else "full"}
+            if valid is not None and valid.n_users:
+                ndcg = valid.ndcg(self)
+                entry["valid_ndcg@10"] = round(ndcg, 6)
+                if ndcg > best:
+                    best, stale = ndcg, 0
+                    self.best_epoch = epoch
+                    best_state = copy.deepcopy(net.state_dict())
+                else:
+                    stale += 1
+            entry["seconds"] = round(time.perf_counter() - started, 3)
+            self.training_log.append(entry)
+            bar.set_postfix({k: v for k, v in entry.items() if k in ("loss", "valid_ndcg@10")})
+            if valid is not None and stale >= c.patience:
+                break
+        bar.close()
+        if valid is None or not valid.n_users:
+            self.best_epoch = epochs if phase == "fit" else self.best_epoch
+        net.eval()
+        return best_state, best
+
+    # -- queries -------------------------------------------------------------------------------
+    def _inputs(self, history: Sequence[np.ndarray], context: HistoryContext | None
+                ) -> tuple[np.ndarray, ...]:
+        c = self.config
+        cols: list[list[np.ndarray]] = [[], [], [], []]
+        for r, items in enumerate(history):
+            items = np.asarray(items, dtype=np.int64)
+            ok = (items >= 0) & (items < self.n_items)
+            types: np.ndarray | None = None
+            times: np.ndarray | None = None
+            now: int | None = None
+            if context is not None:
+                types = np.asarray(context.types[r])[ok] if context.types is not None else None
+                times = (np.asarray(context.timestamps[r], dtype=np.int64)[ok]
+                         if context.timestamps is not None else None)
+                now = int(context.now[r]) if context.now is not None else None
+            items = items[ok][-c.max_len:]
+            codes = _type_codes(None if types is None else types[-c.max_len:], len(items))
+            feats = _user_features(items, codes, None if times is None else times[-c.max_len:],
+                                   now, c.time_buckets)
+            for col, f in zip(cols, feats, strict=True):
+                col.append(f)
+        return tuple(_pad_left(col, c.max_len) for col in cols)
+
+    def user_vectors(self, users: np.ndarray, history: Sequence[np.ndarray],
+                     context: HistoryContext | None = None) -> np.ndarray:
+        """Each query's representation (the last position's hidden state), n × hidden.
+        ``users`` is not used: the model knows a user only through the given history."""
+        if self.net is None:
+            raise ValueError("SASRec is not fitted")
+        if not len(history):
+            return np.zeros((0, self.config.hidden), dtype=np.float32)
+        device = self._device()
+        self.net.to(device).eval()
+        arrays = self._inputs(history, context)
+        with self._threads(), torch.inference_mode():
+            out = []
+            for lo in range(0, len(history), 1024):
+                batch = [torch.as_tensor(a[lo:lo + 1024], device=device) for a in arrays]
+                out.append(self.net(*batch)[:, -1].float().cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    def item_vectors(self) -> np.ndarray:
+        """Every item's representation (the output weights), n_items × hidden."""
+        if self.net is None:
+            raise ValueError("SASRec is not fitted")
+        with self._threads(), torch.inference_mode():
+            return self.net.items().float().cpu().numpy().astype(np.float32)
+
+    def score(self, users: np.ndarray, history: Sequence[np.ndarray],
+              context: HistoryContext | None = None) -> np.ndarray:
+        """user_vectors @ item_vectors.T. Never NaN: an empty history is scored from the
+        begin token's learned state."""
+        u = self.user_vectors(users, history, context)
+        return (u @ self.item_vectors().T).astype(np.float32)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def _arrays(self) -> dict[str, np.ndarray]:
+        if self.net is None:
+            raise ValueError("SASRec is not fitted")
+        meta = {"text_dim": int(self.net.item_text.shape[1]) if self.config.uses_text else 0,
+                "event_types": list(EVENT_TYPES), "best_epoch": self.best_epoch,
+                "training_log": self.training_log}
+        out = {f"state.{k}": v.detach().cpu().numpy()
+               for k, v in self.net.state_dict().items()}
+        out["meta"] = np.array(json.dumps(meta))
+        return out
+
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        meta = json.loads(str(arrays["meta"]))
+        self.best_epoch = int(meta["best_epoch"])
+        self.training_log = list(meta["training_log"])
+        self.net = _Net(self.config, self.n_items, int(meta["text_dim"]),
+                        len(meta["event_types"]) + 2)
+        if tuple(meta["event_types"]) != EVENT_TYPES:
+            raise ValueError(f"saved SASRec knows event types {meta['event_types']}, this "
+                             f"version {list(EVENT_TYPES)}: retrain it")
+        state = {k.removeprefix("state."): torch.as_tensor(v) for k, v in arrays.items()
+                 if k.startswith("state.")}
+        self.net.load_state_dict(state)
+        self.net.eval()
+
+
+def _tensors(win: _Windows, rows: np.ndarray, hide: np.ndarray, device: torch.device
+             ) -> tuple[torch.Tensor, ...]:
+    tokens = win.tokens[rows]
+    types, gp, gn = win.types[rows].copy(), win.gap_prev[rows].copy(), win.gap_next[rows].copy()
+    if hide.any():  # context dropout: the whole sequence's types and times unknown
+        pad = tokens[hide] == 0
+        for arr in (types, gp, gn):
+            arr[hide] = np.where(pad, _PAD, _UNKNOWN)
+    return tuple(torch.as_tensor(a, device=device)
+                 for a in (tokens, types, gp, gn, win.targets[rows]))
+
+
+class _Validation:
+    """Each chosen user's last training interaction as the target, the rest as history."""
+
+    def __init__(self, inter: Interactions, users: np.ndarray) -> None:
+        off = inter.offsets()
+        types = inter.event_type
+        self.n_users = len(users)
+        self.history = [inter.item[off[u]:off[u + 1] - 1] for u in users]
+        self.targets = [inter.item[off[u + 1] - 1:off[u + 1]] for u in users]
+        self.context = HistoryContext(
+            [types[off[u]:off[u + 1] - 1] if types is not None
+             else np.full(off[u + 1] - 1 - off[u], "view", dtype=object) for u in users],
+            [inter.timestamp[off[u]:off[u + 1] - 1] for u in users],
+            np.array([inter.timestamp[off[u + 1] - 1] for u in users], dtype=np.int64))
+        self.users = np.asarray(users, dtype=np.int64)
+
+    def ndcg(self, model: SASRec) -> float:
+        batch = max(1, min(512, 20_000_000 // max(model.n_items, 1)))  # bounds score memory
+        total = 0.0
+        for lo in range(0, self.n_users, batch):
+            sl = slice(lo, lo + batch)
+            scores = model.score(self.users[sl], self.history[sl], self.context[sl])
+            ranked = top_k(scores, 10, self.history[sl])
+            total += float(accuracy(ranked, self.targets[sl], 10)["ndcg@10"].sum())
+        return total / max(self.n_users, 1)
+
