@@ -318,3 +318,11 @@ def test_fine_tune_continues_on_new_data(fitted, data, tmp_path):
         model.fine_tune(other)
     with pytest.raises(ValueError, match="fit"):
         SASRec(SMALL).fine_tune(data)
+
+
+def test_text_modes_ask_for_item_text():
+    from tansuo.models.sasrec import SASRec, SASRecConfig
+
+    assert not SASRec(SASRecConfig(item_repr="id")).wants_text()
+    assert SASRec(SASRecConfig(item_repr="text")).wants_text()
+    assert SASRec(SASRecConfig(item_repr="id+text")).wants_text()

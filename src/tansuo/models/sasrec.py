@@ -357,6 +357,10 @@ class SASRec(Recommender):
     search_space = {"dropout": [0.2, 0.5], "max_len": [50, 200]}
     config: SASRecConfig
 
+
+    def wants_text(self) -> bool:
+        return self.config.uses_text
+
     def __init__(self, config: SASRecConfig | None = None) -> None:
         super().__init__(config)
         self.net: _Net | None = None
