@@ -38,6 +38,8 @@ def main() -> None:
                     help="stop training after this much wall time (0 = no limit); the best "
                          "checkpoint so far is evaluated and the result is marked")
     args = ap.parse_args()
+    # resolve before the chdir below: relative --out/--scores must not land in the work dir
+    args.out, args.scores = args.out.resolve(), args.scores.resolve()
 
     # RecBole 1.2.1 reloads its own checkpoints (which hold its Config object) with torch.load;
     # torch >= 2.6 defaults to weights_only=True, which cannot read them.
