@@ -73,6 +73,8 @@ def main() -> None:
         cells = " | ".join(_cell(metrics, ci, m) for m in METRICS)
         seconds = r.get("train_seconds") or r.get("wall_seconds_total")
         source = r.get("source") or r.get("library") or "peer"
+        if r.get("stopped_by_time_budget"):
+            source += f" — time-capped after {r.get('epochs_run')} epochs, not converged"
         lines.append(f"| {r.get('model', path.stem)} | {source} | {cells} | "
                      f"{seconds:.1f} |" if seconds is not None else
                      f"| {r.get('model', path.stem)} | {source} | {cells} | — |")
