@@ -363,6 +363,23 @@ def run() -> None:  # pragma: no cover - console entry point alias
     app()
 
 
+def _interactions(state: _State, dataset: str | None, purpose: str):  # noqa: ANN202
+    """(interactions, items frame, label) of a bundled dataset or of the store."""
+    from tansuo.evaluation.report import build_interactions, load_events
+
+    try:
+        if dataset is None:
+            with state.store() as store:
+                events, items, label = load_events(None, store, state.settings.home)
+        else:
+            events, items, label = load_events(dataset, None, state.settings.home)
+    except (ValueError, TansuoError) as exc:
+        _fail(str(exc), 2)
+    if events.empty:
+        _fail(f"no events to {purpose}: import some (tansuo import events) or pass --dataset", 1)
+    return build_interactions(events, items), items, label
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     ctx: typer.Context,
@@ -392,10 +409,8 @@ def evaluate_cmd(
     """Leak-free full-ranking evaluation of models, with CIs and beyond-accuracy measures."""
     from tansuo.evaluation.protocols import make_split
     from tansuo.evaluation.report import (
-        build_interactions,
         item_features,
         item_text_matrix,
-        load_events,
         write_html,
         write_json,
     )
@@ -415,17 +430,7 @@ def evaluate_cmd(
                                                      f.config_class.__dataclass_fields__
                                                      else {}))))
               for n, f in factories.items()}
-    try:
-        if dataset is None:
-            with state.store() as store:
-                events, items, label = load_events(None, store, state.settings.home)
-        else:
-            events, items, label = load_events(dataset, None, state.settings.home)
-    except (ValueError, TansuoError) as exc:
-        _fail(str(exc), 2)
-    if events.empty:
-        _fail("no events to evaluate: import some (tansuo import events) or pass --dataset", 1)
-    inter = build_interactions(events, items)
+    inter, items, label = _interactions(state, dataset, "evaluate")
     split = make_split(inter, protocol)  # type: ignore[arg-type]
     if split.test.n_users == 0:
         _fail("no user has enough history for this protocol (leave-one-out needs 3 items "
@@ -538,7 +543,7 @@ def train_cmd(
     """Train a model on all interactions and save it, versioned, in the data directory."""
     import time as _time
 
-    from tansuo.evaluation.report import build_interactions, item_text_matrix, load_events
+    from tansuo.evaluation.report import item_text_matrix
     from tansuo.models import DEFAULT_MODEL, MODELS
     from tansuo.models.base import TrainData
     from tansuo.models.registry import ModelRegistry
@@ -552,17 +557,7 @@ def train_cmd(
         cfg = cls.config_class.from_dict(json.loads(config)) if config else cls.config_class()
     except (ValueError, TypeError) as exc:
         _fail(f"--config for {name}: {exc}", 2)
-    try:
-        if dataset is None:
-            with state.store() as store:
-                events, items, label = load_events(None, store, state.settings.home)
-        else:
-            events, items, label = load_events(dataset, None, state.settings.home)
-    except (ValueError, TansuoError) as exc:
-        _fail(str(exc), 2)
-    if events.empty:
-        _fail("no events to train on: import some (tansuo import events) or pass --dataset", 1)
-    inter = build_interactions(events, items)
+    inter, items, label = _interactions(state, dataset, "train on")
     started = _time.perf_counter()
     fresh = cls(cfg)
     text = (item_text_matrix(inter.items, items, state.settings.home, state.settings.text_model)

@@ -169,7 +169,21 @@ class ALSConfig(ModelConfig):
             raise ValueError(f"invalid ALS config {self}")
 
 
-class ALS(Recommender):
+class _Factors(Recommender):
+    """A model stored as user and item factor matrices."""
+
+    item_factors: np.ndarray
+    user_factors: np.ndarray
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"item_factors": self.item_factors, "user_factors": self.user_factors}
+
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        self.item_factors = arrays["item_factors"]
+        self.user_factors = arrays["user_factors"]
+
+
+class ALS(_Factors):
     """Implicit-feedback ALS (Hu, Koren, Volinsky) via ``implicit``. At query time a user's
     factors are recomputed from the given history, so new interactions count at once."""
 
@@ -210,12 +224,6 @@ class ALS(Recommender):
             factors = model.recalculate_user(np.arange(h.shape[0]), h)
         return np.asarray(factors, dtype=np.float32) @ self.item_factors.T
 
-    def _arrays(self) -> dict[str, np.ndarray]:
-        return {"item_factors": self.item_factors, "user_factors": self.user_factors}
-
-    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
-        self.item_factors = arrays["item_factors"]
-        self.user_factors = arrays["user_factors"]
 
 
 @dataclass(frozen=True)
@@ -232,7 +240,7 @@ class BPRConfig(ModelConfig):
             raise ValueError(f"invalid BPR config {self}")
 
 
-class BPR(Recommender):
+class BPR(_Factors):
     """Bayesian Personalised Ranking via ``implicit``. Users are scored with their trained
     factors (BPR cannot fold in new history); an unknown user gets a NaN row."""
 
@@ -265,12 +273,6 @@ class BPR(Recommender):
             out[known] = self.user_factors[users[known]] @ self.item_factors.T
         return out
 
-    def _arrays(self) -> dict[str, np.ndarray]:
-        return {"item_factors": self.item_factors, "user_factors": self.user_factors}
-
-    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
-        self.item_factors = arrays["item_factors"]
-        self.user_factors = arrays["user_factors"]
 
 
 BASELINES: dict[str, type[Recommender]] = {
