@@ -158,7 +158,7 @@ class ALSConfig(ModelConfig):
     factors: int = 64
     regularization: float = 0.05
     alpha: float = 10.0
-    """Confidence of an interaction: 1 + alpha × weight (binary weights here)."""
+    """Confidence of an interaction: alpha × weight (implicit's convention; binary weights)."""
     iterations: int = 15
     seed: int = 0
     threads: int = 0
@@ -223,7 +223,6 @@ class ALS(_Factors):
         with threadpool_limits(1, "blas"):
             factors = model.recalculate_user(np.arange(h.shape[0]), h)
         return np.asarray(factors, dtype=np.float32) @ self.item_factors.T
-
 
 
 @dataclass(frozen=True)
