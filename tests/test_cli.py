@@ -20,7 +20,8 @@ TANSUO = [sys.executable, "-m", "tansuo.cli"]
 
 def run(home: Path, *args: str, check: bool = True, env: dict | None = None
         ) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "TANSUO_HOME": str(home), **(env or {})}
+    # wide terminal: rich must not wrap the messages tests look for
+    full_env = {**os.environ, "TANSUO_HOME": str(home), "COLUMNS": "200", **(env or {})}
     full_env.pop("TANSUO_DATABASE_URL", None)
     proc = subprocess.run([*TANSUO, *args], capture_output=True, text=True, env=full_env,
                           timeout=300)

@@ -64,13 +64,38 @@ def test_evaluate_the_store_with_tuning(tmp_path):
     assert "recent-pop" in proc.stdout
 
 
+def test_evaluate_model_variants_over_seeds(tmp_path):
+    home = tmp_path / "home"
+    run(home, "import", "events", str(_store_csv(tmp_path)))
+    proc = run(home, "evaluate", "--models", "itemknn,itemknn:neighbors=2:last_n=3", "--k", "5",
+               "--seeds", "0,1,2", "--json", str(tmp_path / "r.json"))
+    assert "itemknn:neighbors=2:last_n=3" in proc.stdout and "3 seeds" in proc.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    variant = report["models"]["itemknn:neighbors=2:last_n=3"]
+    assert variant["config"]["neighbors"] == 2 and variant["config"]["last_n"] == 3
+    assert [s["seed"] for s in variant["seeds"]] == [0, 1, 2]
+    mean = np.mean([s["metrics"]["ndcg@5"] for s in variant["seeds"]])
+    assert variant["metrics"]["ndcg@5"] == pytest.approx(mean, abs=1e-6)
+    assert report["models"]["itemknn"]["config"]["neighbors"] == 200
+
+
 def test_evaluate_errors(tmp_path):
     home = tmp_path / "home"
     proc = run(home, "evaluate", check=False)
     assert proc.returncode == 1 and "no events to evaluate" in proc.stderr
     proc = run(home, "evaluate", "--dataset", "movielens-small", "--models", "pop,magic",
                check=False)
-    assert proc.returncode == 2 and "unknown models ['magic']" in proc.stderr
+    assert proc.returncode == 2 and "unknown model 'magic'" in proc.stderr
+    proc = run(home, "evaluate", "--dataset", "movielens-small", "--models",
+               "itemknn:neighbours=5", check=False)
+    assert proc.returncode == 2 and "has no field 'neighbours'" in proc.stderr
+    proc = run(home, "evaluate", "--dataset", "movielens-small", "--models",
+               "itemknn:neighbors=many", check=False)
+    assert proc.returncode == 2 and "field 'neighbors': expected int, got 'many'" in proc.stderr
+    for bad in ("x", "1,1", ","):
+        proc = run(home, "evaluate", "--dataset", "movielens-small", "--seeds", bad,
+                   check=False)
+        assert proc.returncode == 2 and "--seeds" in proc.stderr, bad
     proc = run(home, "evaluate", "--dataset", "nope", check=False)
     assert proc.returncode == 2 and "cannot evaluate on dataset 'nope'" in proc.stderr
     proc = run(home, "evaluate", "--dataset", "movielens-small", "--protocol", "random",

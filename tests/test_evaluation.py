@@ -218,7 +218,7 @@ def _random_split(n_users: int = 400, n_items: int = 200, length: int = 12, seed
 def test_memorizing_model_scores_one():
     split = _random_split()
     targets = {int(u): t for u, t in zip(split.test.users, split.test.targets, strict=True)}
-    report = evaluate(split, {"memorizer": lambda: Memorizer(targets, len(split.items))},
+    report = evaluate(split, {"memorizer": lambda seed: Memorizer(targets, len(split.items))},
                       EvalConfig(ks=(1, 10), n_boot=50))
     metrics = report.models["memorizer"].metrics
     assert metrics["hr@1"] == metrics["ndcg@10"] == metrics["mrr@10"] == 1.0
@@ -234,8 +234,8 @@ def test_random_model_scores_k_over_items():
 def test_report_has_every_field():
     split = _random_split(n_users=60, n_items=40, length=8)
     targets = {int(u): t for u, t in zip(split.test.users, split.test.targets, strict=True)}
-    report = evaluate(split, {"a": lambda: Memorizer(targets, len(split.items)),
-                              "b": lambda: RandomScorer({}, len(split.items))},
+    report = evaluate(split, {"a": lambda seed: Memorizer(targets, len(split.items)),
+                              "b": lambda seed: RandomScorer({}, len(split.items))},
                       EvalConfig(ks=(5, 10), n_boot=50), dataset="tiny").to_dict()
     assert report["dataset"] == "tiny" and report["protocol"] == "loo"
     for model in ("a", "b"):
@@ -271,3 +271,40 @@ def test_cold_item_split_keeps_held_out_items_out_of_training():
     knn = ItemKNN().fit(TrainData(split.test.train))
     scores = knn.score(split.test.users, split.test.history)
     assert all(scores[r, t[0]] == 0 for r, t in enumerate(split.test.targets))
+
+
+class SeededScorer(Memorizer):
+    """Random scores that depend on the seed it was built with (and nothing else)."""
+
+    name = "seeded"
+
+    def __init__(self, n_items: int, seed: int) -> None:
+        super().__init__({}, n_items)
+        self.seed = seed
+
+    def score(self, users: np.ndarray, history: Sequence[np.ndarray],
+              context: object = None) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, int(users.sum())])
+        return rng.random((len(users), self.n_items)).astype(np.float32)
+
+
+def test_several_seeds_are_averaged_per_user():
+    split = _random_split(n_users=300, n_items=50, length=8)
+    cfg = EvalConfig(ks=(10,), n_boot=200)
+    single = {s: evaluate(split, {"r": lambda seed: SeededScorer(len(split.items), seed)},
+                          EvalConfig(ks=(10,), n_boot=200, seed=s)).models["r"]
+              for s in (0, 1, 2)}
+    merged = evaluate(split, {"r": lambda seed: SeededScorer(len(split.items), seed)}, cfg,
+                      seeds=(0, 1, 2)).models["r"]
+    for m in ("ndcg@10", "hr@10"):
+        expected = np.mean([single[s].metrics[m] for s in (0, 1, 2)])
+        assert merged.metrics[m] == pytest.approx(expected, abs=1e-9)
+        lo, hi = merged.ci[m]
+        assert lo <= merged.metrics[m] <= hi
+        # averaging three seeds per user shrinks the spread across users
+        assert hi - lo < single[0].ci[m][1] - single[0].ci[m][0]
+    assert [s["seed"] for s in merged.seeds] == [0, 1, 2]
+    assert merged.seeds[1]["metrics"]["ndcg@10"] == pytest.approx(single[1].metrics["ndcg@10"],
+                                                                  abs=1e-6)
+    assert merged.exposure is not None and merged.exposure.sum() == 3 * 10 * split.test.n_users
+    assert sum(s["users"] for s in merged.segments.values()) == split.test.n_users

@@ -18,8 +18,8 @@ def test_train_saves_versions_and_latest(tmp_path):
     run(home, "import", "events", str(_store_csv(tmp_path)))
     first = json.loads(run(home, "train", "--json").stdout)
     assert first["model"] == "itemknn" and first["latest"] and first["users"] == 60
-    second = json.loads(run(home, "train", "--model", "als", "--config", '{"factors": 8}',
-                            "--no-promote", "--json").stdout)
+    second = json.loads(run(home, "train", "--model", "als:factors=8", "--config",
+                            '{"iterations": 3}', "--no-promote", "--json").stdout)
     assert not second["latest"]
     listing = json.loads(run(home, "models", "--json").stdout)
     assert listing["latest"] == first["version"] and len(listing["versions"]) == 2
@@ -27,7 +27,7 @@ def test_train_saves_versions_and_latest(tmp_path):
     trained = registry.load()
     assert trained.version == first["version"] and trained.model.name == "itemknn"
     als = registry.load(second["version"])
-    assert als.model.config.factors == 8
+    assert als.model.config.factors == 8 and als.model.config.iterations == 3
     user = als.users.index("u0")
     history = np.asarray(als.items.index(["i1", "i2"]))
     recs = als.model.recommend(np.array([user]), [history], k=3)
@@ -41,7 +41,9 @@ def test_train_errors(tmp_path):
     proc = run(home, "train", check=False)
     assert proc.returncode == 1 and "no events to train on" in proc.stderr
     proc = run(home, "train", "--model", "magic", check=False)
-    assert proc.returncode == 2 and "expected one of" in proc.stderr
+    assert proc.returncode == 2 and "unknown model 'magic'; available:" in proc.stderr
+    proc = run(home, "train", "--model", "als:factors=lots", check=False)
+    assert proc.returncode == 2 and "field 'factors': expected int" in proc.stderr
     proc = run(home, "train", "--model", "als", "--config", '{"factorz": 2}', check=False)
     assert proc.returncode == 2 and "no fields ['factorz']" in proc.stderr
     with pytest.raises(TansuoError, match="run `tansuo train` first"):

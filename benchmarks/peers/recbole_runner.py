@@ -37,6 +37,9 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=0.0,
                     help="stop training after this much wall time (0 = no limit); the best "
                          "checkpoint so far is evaluated and the result is marked")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from <work-dir>/resume.pth (written after every epoch) when "
+                         "it exists: a long run may span several sessions on a shared machine")
     args = ap.parse_args()
     # resolve before the chdir below: relative --out/--scores must not land in the work dir
     args.out, args.scores = args.out.resolve(), args.scores.resolve()
@@ -117,12 +120,42 @@ def main() -> None:
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
     epochs: list[dict] = []
-    t_fit = time.time()
+    resume_file = work / "resume.pth"
+    # Wall and process-CPU seconds already spent by earlier (resumed) legs of this run.
+    wall_offset = cpu_offset = 0.0
+    resumed_legs = 0
+    if args.resume and resume_file.exists():
+        state = torch.load(resume_file, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.start_epoch = state["epoch"] + 1
+        trainer.cur_step = state["cur_step"]
+        trainer.best_valid_score = state["best_valid_score"]
+        trainer.best_valid_result = state["best_valid_result"]
+        trainer.saved_model_file = state["saved_model_file"]
+        torch.set_rng_state(state["torch_rng"])
+        epochs = state["epochs"]
+        wall_offset, cpu_offset = state["wall_s"], state["cpu_s"]
+        resumed_legs = state["legs"] + 1
+        logger.info("resumed after epoch %d (%.0f s of training so far)", state["epoch"],
+                    wall_offset)
+    t_fit, c_fit = time.time(), time.process_time()
     budget = args.max_minutes * 60
 
     def callback(epoch_idx: int, valid_score: float) -> None:
+        wall = wall_offset + time.time() - t_fit
+        cpu = cpu_offset + time.process_time() - c_fit
         epochs.append({"epoch": int(epoch_idx), "valid_ndcg@10": float(valid_score),
-                       "elapsed_s": round(time.time() - t_fit, 2)})
+                       "elapsed_s": round(wall, 2), "cpu_s": round(cpu, 2)})
+        tmp = resume_file.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+                    "epoch": int(epoch_idx), "cur_step": trainer.cur_step,
+                    "best_valid_score": trainer.best_valid_score,
+                    "best_valid_result": trainer.best_valid_result,
+                    "saved_model_file": trainer.saved_model_file,
+                    "torch_rng": torch.get_rng_state(), "epochs": epochs,
+                    "wall_s": wall, "cpu_s": cpu, "legs": resumed_legs}, tmp)
+        os.replace(tmp, resume_file)
         if budget and time.time() - t_fit > budget:
             raise TimeBudgetExceeded
 
@@ -134,7 +167,7 @@ def main() -> None:
         stopped_by_budget = True
         best_valid_result = trainer.best_valid_result
         logger.info("stopped: time budget of %.1f min exceeded", args.max_minutes)
-    fit_s = time.time() - t_fit
+    fit_s = wall_offset + time.time() - t_fit
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     logger.info("best valid: %s", best_valid_result)
     logger.info("test result: %s", test_result)
@@ -174,6 +207,10 @@ def main() -> None:
         "epochs_run": len(epochs),
         "stopped_by_time_budget": stopped_by_budget,
         "time_to_best_valid_s": None if best is None else best["elapsed_s"],
+        # process CPU seconds (all threads) to the best epoch: unlike wall time, it is not
+        # inflated when other work shares the cores
+        "cpu_to_best_valid_s": None if best is None else best.get("cpu_s"),
+        "resumed_legs": resumed_legs,
         "fit_wall_s": round(fit_s, 1),
         "total_wall_s": round(time.time() - t0, 1),
         "best_valid_recbole": {k: float(v) for k, v in (best_valid_result or {}).items()},

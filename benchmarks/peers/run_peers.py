@@ -229,14 +229,15 @@ def recbole_paths(key: str) -> dict[str, Path]:
             "work": OUT / f"work-{key}", "log": RESULTS / f"{key}.log"}
 
 
-def run_recbole(key: str, epochs: int, threads: int, max_minutes: float) -> None:
+def run_recbole(key: str, epochs: int, threads: int, max_minutes: float,
+                resume: bool = False) -> None:
     p = recbole_paths(key)
     cmd = [str(VPY), str(HERE / "recbole_runner.py"), "--model", RECBOLE_MODELS[key],
            "--data-dir", str(DATA), "--work-dir", str(p["work"]), "--out", str(p["raw"]),
            "--scores", str(p["scores"]), "--epochs", str(epochs), "--threads", str(threads),
-           "--max-minutes", str(max_minutes)]
+           "--max-minutes", str(max_minutes)] + (["--resume"] if resume else [])
     log(f"training {RECBOLE_MODELS[key]} (log: {p['log']})")
-    with open(p["log"], "w") as fh:
+    with open(p["log"], "a" if resume else "w") as fh:
         rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
     if rc != 0:
         raise SystemExit(f"{RECBOLE_MODELS[key]} failed (exit {rc}); see {p['log']}")
@@ -290,6 +291,9 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=0.0,
                     help="per RecBole model training time cap (0 = RecBole's early stopping "
                          "alone decides)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue each RecBole model from its last finished epoch (a run "
+                         "killed by a session end loses at most one epoch)")
     args = ap.parse_args()
     models = [m.strip().lower() for m in args.models.split(",") if m.strip()]
     unknown = set(models) - set(RECBOLE_MODELS) - set(IMPLICIT_MODELS)
@@ -309,7 +313,8 @@ def main() -> None:
     if args.background and seq:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--models", ",".join(seq),
                "--epochs", str(args.epochs), "--threads", str(args.threads),
-               "--max-minutes", str(args.max_minutes)] + (["--force"] if args.force else [])
+               "--max-minutes", str(args.max_minutes)] + (["--force"] if args.force else []) \
+            + (["--resume"] if args.resume else [])
         with open(RESULTS / "run_peers.log", "a") as fh:
             proc = subprocess.Popen(["nohup"] + cmd, stdout=fh, stderr=subprocess.STDOUT,
                                     start_new_session=True, cwd=ROOT)
@@ -326,7 +331,7 @@ def main() -> None:
                 if args.no_train:
                     log(f"{m}: no raw RecBole output in {OUT}, skipped (--no-train)")
                     continue
-                run_recbole(m, args.epochs, args.threads, args.max_minutes)
+                run_recbole(m, args.epochs, args.threads, args.max_minutes, args.resume)
             result = finalize_recbole(m)
         else:
             log(f"fitting implicit {m}")

@@ -387,7 +387,8 @@ def evaluate_cmd(
         "--dataset", help="movielens-small or synthetic-shop; default: the store's data.")
     ] = None,
     models: Annotated[str, typer.Option(
-        "--models", help="Comma-separated: pop, recent-pop, itemknn, als, bpr.")
+        "--models", help="Comma-separated: pop, recent-pop, itemknn, als, bpr, sasrec; a "
+                         "model may carry settings, e.g. sasrec:item_repr=id+text:max_len=100.")
     ] = "pop,recent-pop,itemknn,als,bpr",
     protocol: Annotated[str, typer.Option(
         "--protocol", help="loo (leave-one-out by time), temporal (global time split) or "
@@ -401,6 +402,10 @@ def evaluate_cmd(
         "--include-seen", help="Keep history items in the ranking (excluded by default).")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for models and bootstrap.")] = 0,
+    seeds: Annotated[str | None, typer.Option(
+        "--seeds", help="Train each model once per seed, e.g. 0,1,2, and report the mean "
+                        "(CIs over users' seed-averaged metrics); overrides --seed for models.")
+    ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.")
                          ] = None,
     html_path: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")
@@ -414,22 +419,29 @@ def evaluate_cmd(
         write_html,
         write_json,
     )
-    from tansuo.evaluation.runner import EvalConfig, evaluate, model_factories
+    from tansuo.evaluation.runner import EvalConfig, evaluate
     from tansuo.models import MODELS
+    from tansuo.models.spec import model_factories
 
     state = _state(ctx)
     try:
         ks = tuple(sorted({int(x) for x in k.split(",") if x.strip()}))
         cfg = EvalConfig(ks=ks, exclude_seen=not include_seen, seed=seed)
-        factories = model_factories([m.strip() for m in models.split(",") if m.strip()], MODELS)
     except ValueError as exc:
-        _fail(f"invalid option: {exc}", 2)
+        _fail(f"--k {k!r}: expected comma-separated positive integers ({exc})", 2)
+    try:
+        seed_list = ([int(x) for x in seeds.split(",") if x.strip()] if seeds is not None
+                     else [seed])
+    except ValueError:
+        _fail(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2", 2)
+    if not seed_list or len(set(seed_list)) != len(seed_list):
+        _fail(f"--seeds {seeds!r}: expected distinct integers, e.g. 0,1,2", 2)
+    try:
+        seeded = model_factories(models, MODELS)
+    except ValueError as exc:
+        _fail(f"--models: {exc}", 2)
     if protocol not in ("loo", "temporal", "cold-items"):
         _fail(f"--protocol {protocol!r}: expected loo, temporal or cold-items", 2)
-    seeded = {n: (lambda f=f: f(f.config_class(**({"seed": seed} if "seed" in
-                                                     f.config_class.__dataclass_fields__
-                                                     else {}))))
-              for n, f in factories.items()}
     inter, items, label = _interactions(state, dataset, "evaluate")
     split = make_split(inter, protocol)  # type: ignore[arg-type]
     if split.test.n_users == 0:
@@ -437,18 +449,19 @@ def evaluate_cmd(
               "per user)", 1)
     category, vectors = item_features(inter, items, split.test.train)
     text = None
-    if any(f().wants_text() for f in seeded.values()):
+    if any(f(seed).wants_text() for f in seeded.values()):
         text = item_text_matrix(inter.items, items, state.settings.home,
                                 state.settings.text_model)
     report = evaluate(split, seeded, cfg, label, category, vectors, do_tune=tune_models,
-                      item_text=text)
+                      item_text=text, seeds=seed_list)
     if json_path:
         write_json(report, json_path)
     if html_path:
         write_html(report, html_path)
+    over = f"mean of {len(seed_list)} seeds" if len(seed_list) > 1 else "mean"
     table = Table(title=f"{label} — {protocol}, full ranking over {len(inter.items):,} items, "
-                        f"{split.test.n_users:,} users (mean ± half 95% CI)")
-    table.add_column("model")
+                        f"{split.test.n_users:,} users ({over} ± half 95% CI)")
+    table.add_column("model", overflow="fold")
     shown = [f"{m}@{x}" for x in ks for m in ("ndcg", "hr", "mrr")]
     for m in shown:
         table.add_column(m, justify="right")
@@ -530,7 +543,8 @@ def text_search(
 def train_cmd(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option(
-        "--model", help="Model name (default: the best by the yardstick).")] = None,
+        "--model", help="Model name, optionally with settings, e.g. sasrec:item_repr=id+text "
+                        "(default: the best by the yardstick).")] = None,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="movielens-small or synthetic-shop; default: the store's data.")
     ] = None,
@@ -547,14 +561,17 @@ def train_cmd(
     from tansuo.models import DEFAULT_MODEL, MODELS
     from tansuo.models.base import TrainData
     from tansuo.models.registry import ModelRegistry
+    from tansuo.models.spec import parse_model_spec
 
     state = _state(ctx)
-    name = model or DEFAULT_MODEL
-    if name not in MODELS:
-        _fail(f"--model {name!r}: expected one of {', '.join(MODELS)}", 2)
-    cls = MODELS[name]
     try:
-        cfg = cls.config_class.from_dict(json.loads(config)) if config else cls.config_class()
+        spec = parse_model_spec(model or DEFAULT_MODEL, MODELS)
+    except ValueError as exc:
+        _fail(f"--model: {exc}", 2)
+    name, cls = spec.name, MODELS[spec.name]
+    try:
+        cfg = cls.config_class.from_dict({**spec.config(cls).to_dict(),
+                                          **(json.loads(config) if config else {})})
     except (ValueError, TypeError) as exc:
         _fail(f"--config for {name}: {exc}", 2)
     inter, items, label = _interactions(state, dataset, "train on")

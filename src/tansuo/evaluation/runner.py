@@ -16,8 +16,8 @@ import resource
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from tansuo.evaluation import metrics as M
 from tansuo.evaluation.protocols import EvalSplit, Phase
-from tansuo.models.base import HistoryContext, Recommender, TrainData
+from tansuo.models.base import HistoryContext, ModelConfig, Recommender, TrainData
 
 __all__ = ["EvalConfig", "ModelResult", "EvalReport", "evaluate", "tune", "run_phase"]
 
@@ -104,6 +104,10 @@ class ModelResult:
     per_user: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
     tuning: list[dict[str, Any]] = field(default_factory=list)
     exposure: np.ndarray | None = field(repr=False, default=None)
+    fit_info: dict[str, Any] = field(default_factory=dict)
+    """What the model reports about its own training (epochs, best epoch, ...)."""
+    seeds: list[dict[str, Any]] = field(default_factory=list)
+    """One entry per seed when the result is a mean over several seeds."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +121,8 @@ class ModelResult:
             "score_seconds": round(self.score_seconds, 3),
             "peak_rss_mb": round(self.peak_rss_mb, 1),
             "tuning": self.tuning,
+            "fit_info": self.fit_info,
+            "seeds": self.seeds,
         }
 
 
@@ -185,6 +191,19 @@ def _summaries(values: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any
                for k, v in values.items()}}
 
 
+def _segment_masks(split: EvalSplit, phase: Phase, cfg: EvalConfig) -> dict[str, Any]:
+    """User-activity segments and users whose targets are all cold items."""
+    train = phase.train
+    item_users = np.bincount(train.item, minlength=len(split.items))
+    activity = np.bincount(train.user, minlength=len(split.users))[phase.users]
+    lo, hi = cfg.segments
+    segments = {f"cold (<{lo})": activity < lo, f"mid ({lo}-{hi - 1})":
+                (activity >= lo) & (activity < hi), f"heavy (>={hi})": activity >= hi}
+    cold_target = np.array([bool(len(t)) and bool(np.all(item_users[t] <= cfg.cold_item_max))
+                            for t in phase.targets], dtype=bool)
+    return {"segments": segments, "cold_target": cold_target}
+
+
 def _result(name: str, model: Recommender, split: EvalSplit, phase: Phase, cfg: EvalConfig,
             ranked: np.ndarray, per_user: dict[str, np.ndarray], fit_s: float, score_s: float,
             peak: float, item_category: np.ndarray | None,
@@ -193,12 +212,8 @@ def _result(name: str, model: Recommender, split: EvalSplit, phase: Phase, cfg: 
     n_items = len(split.items)
     item_users = np.bincount(train.item, minlength=n_items).astype(np.float64)
     train_users = len(np.unique(train.user))
-    activity = np.bincount(train.user, minlength=len(split.users))[phase.users]
-    lo, hi = cfg.segments
-    seg_masks = {f"cold (<{lo})": activity < lo, f"mid ({lo}-{hi - 1})":
-                 (activity >= lo) & (activity < hi), f"heavy (>={hi})": activity >= hi}
-    cold_target = np.array([bool(len(t)) and bool(np.all(item_users[t] <= cfg.cold_item_max))
-                            for t in phase.targets], dtype=bool)
+    masks = _segment_masks(split, phase, cfg)
+    seg_masks, cold_target = masks["segments"], masks["cold_target"]
     beyond: dict[str, float] = {}
     for k in cfg.ks:
         top = ranked[:, :k]
@@ -221,14 +236,14 @@ def _result(name: str, model: Recommender, split: EvalSplit, phase: Phase, cfg: 
     )
 
 
-def tune(factory: Callable[..., Recommender], split: EvalSplit, cfg: EvalConfig,
+def tune(factory: Callable[[int], Recommender], split: EvalSplit, cfg: EvalConfig,
          item_category: np.ndarray | None = None, metric: str = "ndcg@10",
-         item_text: np.ndarray | None = None) -> tuple[Recommender, list[dict[str, Any]]]:
-    """Grid search on the validation phase; returns a fresh (unfitted) best model and trials."""
-    base = factory()
+         item_text: np.ndarray | None = None) -> tuple[ModelConfig, list[dict[str, Any]]]:
+    """Grid search on the validation phase (seed ``cfg.seed``); the best config and trials."""
+    base = factory(cfg.seed)
     space = type(base).search_space
     if not space:
-        return base, []
+        return base.config, []
     tune_cfg = EvalConfig(ks=tuple(sorted({*cfg.ks, 10})), exclude_seen=cfg.exclude_seen,
                           n_boot=0, seed=cfg.seed, batch_users=cfg.batch_users)
     keys = sorted(space)
@@ -244,12 +259,12 @@ def tune(factory: Callable[..., Recommender], split: EvalSplit, cfg: EvalConfig,
                        "train_seconds": round(fit_s, 3)})
         if value > best_value:
             best_value, best_config = value, config
-    return type(base)(best_config), trials
+    return best_config, trials
 
 
 def evaluate(
     split: EvalSplit,
-    models: dict[str, Callable[[], Recommender]],
+    models: dict[str, Callable[[int], Recommender]],
     cfg: EvalConfig | None = None,
     dataset: str = "store",
     item_category: np.ndarray | None = None,
@@ -258,30 +273,74 @@ def evaluate(
     progress: bool | None = None,
     save_dir: Path | None = None,
     item_text: np.ndarray | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> EvalReport:
-    """Evaluate each model on the split's test phase (after tuning on validation if asked)."""
+    """Evaluate each model on the split's test phase (after tuning on validation if asked).
+
+    ``models`` maps a label to ``factory(seed)``. With several ``seeds`` each model is trained
+    once per seed (tuning, if asked, runs once with the first seed and its best settings are
+    reused); the result is the mean over seeds, its CIs come from bootstrapping users' metrics
+    averaged over the seeds, and ``ModelResult.seeds`` keeps every run.
+    """
     cfg = cfg or EvalConfig()
+    seeds = tuple(seeds) if seeds else (cfg.seed,)
     results: dict[str, ModelResult] = {}
-    bar = tqdm(list(models.items()), desc="evaluating", unit="model", disable=(
+    runs = [(name, seed) for name in models for seed in seeds]
+    bar = tqdm(runs, desc="evaluating", unit="fit", disable=(
         None if progress is None else not progress), leave=False)
-    for name, factory in bar:
-        bar.set_postfix_str(name)
-        trials: list[dict[str, Any]] = []
-        model = factory()
+    tuned: dict[str, tuple[ModelConfig, list[dict[str, Any]]]] = {}
+    per_seed: dict[str, list[ModelResult]] = {}
+    for name, seed in bar:
+        bar.set_postfix_str(f"{name} seed {seed}" if len(seeds) > 1 else name)
+        factory = models[name]
+        model = factory(seed)
         if do_tune:
-            model, trials = tune(factory, split, cfg, item_category, item_text=item_text)
+            if name not in tuned:
+                tuned[name] = tune(factory, split, replace(cfg, seed=seeds[0]), item_category,
+                                   item_text=item_text)
+            best, _ = tuned[name]
+            if "seed" in best.to_dict():
+                best = best.replace(seed=seed)
+            model = type(model)(best)
         ranked, per_user, fit_s, score_s, peak = run_phase(model, split.test, cfg,
                                                            item_category=item_category,
                                                            item_text=item_text)
         result = _result(name, model, split, split.test, cfg, ranked, per_user, fit_s,
                          score_s, peak, item_category, item_vectors)
-        result.tuning = trials
-        results[name] = result
+        result.tuning = tuned[name][1] if do_tune else []
+        result.fit_info = model.fit_info()
+        per_seed.setdefault(name, []).append(result)
         if save_dir is not None:
-            model.save(save_dir / name)
+            model.save(save_dir / (name if len(seeds) == 1 else f"{name}-seed{seed}"))
+    for name, rs in per_seed.items():
+        results[name] = rs[0] if len(rs) == 1 else _merge_seeds(rs, seeds, split, cfg)
     report = EvalReport(dataset, split.protocol, dict(split.info), cfg, results)
     report.paired = paired_tests(results, f"ndcg@{min(cfg.ks)}", cfg)
     return report
+
+
+def _merge_seeds(runs: list[ModelResult], seeds: Sequence[int], split: EvalSplit,
+                 cfg: EvalConfig) -> ModelResult:
+    """One result from several seeds: means, and CIs over users' seed-averaged metrics."""
+    first = runs[0]
+    per_user = {k: np.mean([r.per_user[k] for r in runs], axis=0) for k in first.per_user}
+    masks = _segment_masks(split, split.test, cfg)
+    mean = lambda vals: float(np.mean(vals))  # noqa: E731
+    return ModelResult(
+        name=first.name, config={**first.config, "seed": list(seeds)},
+        metrics={k: float(v.mean()) if len(v) else 0.0 for k, v in per_user.items()},
+        ci={k: M.bootstrap_ci(v, cfg.n_boot, seed=cfg.seed) for k, v in per_user.items()},
+        beyond={k: mean([r.beyond[k] for r in runs]) for k in first.beyond},
+        segments={s: _summaries(per_user, m) for s, m in masks["segments"].items()},
+        cold_items=_summaries(per_user, masks["cold_target"]),
+        train_seconds=mean([r.train_seconds for r in runs]),
+        score_seconds=mean([r.score_seconds for r in runs]),
+        peak_rss_mb=max(r.peak_rss_mb for r in runs), per_user=per_user, tuning=first.tuning,
+        exposure=np.sum([r.exposure for r in runs if r.exposure is not None], axis=0),
+        seeds=[{"seed": int(s), "metrics": {k: round(v, 6) for k, v in r.metrics.items()},
+                "train_seconds": round(r.train_seconds, 3), "fit_info": r.fit_info}
+               for s, r in zip(seeds, runs, strict=True)],
+    )
 
 
 def paired_tests(results: dict[str, ModelResult], metric: str, cfg: EvalConfig
@@ -301,11 +360,3 @@ def paired_tests(results: dict[str, ModelResult], metric: str, cfg: EvalConfig
                                     "ci": [round(t.ci[0], 6), round(t.ci[1], 6)],
                                     "p_value": t.p_value}
     return out
-
-
-def model_factories(names: Sequence[str], registry: Mapping[str, type[Recommender]]
-                    ) -> dict[str, Callable[[], Recommender]]:
-    unknown = [n for n in names if n not in registry]
-    if unknown:
-        raise ValueError(f"unknown models {unknown}; available: {', '.join(sorted(registry))}")
-    return {n: registry[n] for n in names}

@@ -133,6 +133,10 @@ class Recommender(ABC):
         """Whether ``fit`` needs ``TrainData.item_text`` (item text embeddings)."""
         return False
 
+    def fit_info(self) -> dict[str, Any]:
+        """What the last ``fit`` reports about itself (epochs, early stopping); JSON-ready."""
+        return {}
+
     def __init__(self, config: ModelConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()
         if not isinstance(self.config, self.config_class):

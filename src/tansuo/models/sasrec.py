@@ -374,6 +374,15 @@ class SASRec(Recommender):
         return float(sum(e["seconds"] for e in self.training_log
                          if e["phase"] == "fit" and e["epoch"] <= self.best_epoch))
 
+    def fit_info(self) -> dict[str, Any]:
+        fit = [e for e in self.training_log if e["phase"] == "fit"]
+        return {"epochs_run": len(fit), "best_epoch": self.best_epoch,
+                "seconds_to_best": round(self.seconds_to_best, 3),
+                "best_valid_ndcg@10": max((e.get("valid_ndcg@10", 0.0) for e in fit),
+                                          default=None),
+                "softmax": fit[0]["softmax"] if fit else None,
+                "refit_epochs": sum(e["phase"] == "refit" for e in self.training_log)}
+
     # -- context managers: threads, RNG, device ----------------------------------------------
     @contextmanager
     def _threads(self, deterministic: bool = False) -> Iterator[None]:
