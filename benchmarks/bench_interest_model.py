@@ -17,11 +17,11 @@ Every figure comes from ``tansuo evaluate`` runs started here:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +34,25 @@ SEQ_MODELS = "sasrec,sasrec:item_repr=id+text"
 COLD_MODELS = "sasrec:item_repr=text,sasrec:item_repr=id+text,itemknn"
 
 
-def evaluate(home: Path, *args: str) -> tuple[dict[str, Any], str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "report.json"
-        cmd = [sys.executable, "-m", "tansuo.cli", "--home", str(home), "evaluate", *args,
-               "--json", str(out)]
-        print("$ tansuo evaluate " + " ".join(args), file=sys.stderr, flush=True)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        return json.loads(out.read_text()), "tansuo evaluate " + " ".join(args)
+OUT = ROOT / "benchmarks" / "out" / "interest-model"
+
+
+def evaluate(*args: str, fresh: bool = False) -> tuple[dict[str, Any], str]:
+    """One ``tansuo evaluate`` run; its report is kept under benchmarks/out/interest-model/
+    so an interrupted benchmark resumes where it stopped (``--fresh`` reruns everything)."""
+    command = "tansuo evaluate " + " ".join(args)
+    out = OUT / (hashlib.sha256(command.encode()).hexdigest()[:16] + ".json")
+    if out.exists() and not fresh:
+        print(f"$ {command}  (kept: {out})", file=sys.stderr, flush=True)
+        return json.loads(out.read_text()), command
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    cmd = [sys.executable, "-m", "tansuo.cli", "--home", str(OUT / "home"), "evaluate", *args,
+           "--json", str(tmp)]
+    print(f"$ {command}", file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    os.replace(tmp, out)
+    return json.loads(out.read_text()), command
 
 
 def cell(r: dict[str, Any], m: str) -> str:
@@ -64,18 +75,20 @@ def seed_detail(r: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--cold-seeds", default="0", help="seeds of the cold-item runs")
+    ap.add_argument("--fresh", action="store_true", help="ignore kept reports, rerun all")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    home = ROOT / "benchmarks" / "out" / "interest-model-home"  # keeps the text cache
-    seeds = ["--seeds", args.seeds]
+    f = args.fresh
 
-    base, base_cmd = evaluate(home, "--dataset", "movielens-small", "--protocol", "loo",
-                              "--models", BASELINES, "--tune")
-    seq, seq_cmd = evaluate(home, "--dataset", "movielens-small", "--protocol", "loo",
-                            "--models", SEQ_MODELS, *seeds)
-    cold = {d: evaluate(home, "--dataset", d, "--protocol", "cold-items", "--models",
-                        COLD_MODELS, *seeds) for d in ("movielens-small", "synthetic-shop")}
+    base, base_cmd = evaluate("--dataset", "movielens-small", "--protocol", "loo",
+                              "--models", BASELINES, "--tune", fresh=f)
+    seq, seq_cmd = evaluate("--dataset", "movielens-small", "--protocol", "loo",
+                            "--models", SEQ_MODELS, "--seeds", args.seeds, fresh=f)
+    cold = {d: evaluate("--dataset", d, "--protocol", "cold-items", "--models", COLD_MODELS,
+                        "--seeds", args.cold_seeds, fresh=f)
+            for d in ("movielens-small", "synthetic-shop")}
     peer = json.loads(PEER.read_text()) if PEER.exists() else None
 
     best_base = max(base["models"], key=lambda n: base["models"][n]["metrics"]["ndcg@10"])
@@ -123,15 +136,16 @@ def main() -> None:
                             + (" — peer not converged, not a claim" if capped else ""))
     lines += ["", *verdicts, "", "Cold items (10% of items held out of training; only their "
               "text is known). Users whose held-out target is a cold item; full ranking over "
-              "the whole catalogue.", "",
+              f"the whole catalogue; seeds {args.cold_seeds}.", "",
               "| dataset | model | users | HR@10 | NDCG@10 |", "|---|---|---|---|---|"]
     for d, (rep, _) in cold.items():
         for name, r in rep["models"].items():
             lines.append(f"| {d} | {name} | {rep['split']['evaluated_users']} | "
                          f"{cell(r, 'hr@10')} | {cell(r, 'ndcg@10')} |")
     commands = [base_cmd, seq_cmd, *(c for _, c in cold.values())]
-    lines = ["```", f".venv/bin/python benchmarks/bench_interest_model.py --seeds {args.seeds}",
-             "# which runs (with --home benchmarks/out/interest-model-home, the text cache):",
+    lines = ["```", ".venv/bin/python benchmarks/bench_interest_model.py --seeds "
+             f"{args.seeds} --cold-seeds {args.cold_seeds}",
+             "# which runs (with --home benchmarks/out/interest-model/home):",
              *commands, "```", "", *lines]
     text = "\n".join(lines)
     print(text)

@@ -616,3 +616,7 @@ def models_cmd(ctx: typer.Context, as_json: _JsonOpt = False) -> None:
                       f"{v.get('interactions', 0):,}", str(v.get("train_seconds")),
                       "latest" if v["version"] == latest else "")
     out.print(table)
+
+
+# Commands defined in their own modules register themselves on ``app`` when imported.
+from tansuo.cli import interests as _interests  # noqa: E402,F401

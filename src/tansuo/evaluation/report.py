@@ -7,6 +7,7 @@ import html
 import io
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,15 @@ from tansuo.evaluation.runner import EvalReport
 __all__ = ["load_events", "item_features", "write_html", "write_json"]
 
 
-def load_events(dataset: str | None, store: EventStore | None, home: Path
+def load_events(dataset: str | None, store: EventStore | None, home: Path,
+                columns: Sequence[str] = ("user_id", "item_id", "type", "timestamp")
                 ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """(events ordered by user/time/ingestion, items, dataset label)."""
+    """(events ordered by user/time/ingestion, items, dataset label); ``columns`` of the
+    event schema to read (MovieLens has only its own columns)."""
     if dataset is None:
         if store is None:
             raise ValueError("evaluate needs --dataset or a store")
-        return (store.events(["user_id", "item_id", "type", "timestamp"]), store.items(),
+        return (store.events(list(columns)), store.items(),
                 str(store.get_meta("dataset") or "store"))
     if dataset == "movielens-small":
         from tansuo.data.bundled import movielens_frames
@@ -44,7 +47,7 @@ def load_events(dataset: str | None, store: EventStore | None, home: Path
         with tempfile.TemporaryDirectory() as tmp:  # noqa: SIM117 - the path feeds the next
             with open_store(f"sqlite:///{Path(tmp) / 'eval.db'}") as tmp_store:
                 load_dataset("synthetic-shop", tmp_store, home, progress=False)
-                return (tmp_store.events(["user_id", "item_id", "type", "timestamp"]),
+                return (tmp_store.events(list(columns)),
                         tmp_store.items(), dataset)
     raise ValueError(f"cannot evaluate on dataset {dataset!r}; expected movielens-small or "
                      "synthetic-shop (or none: the store)")

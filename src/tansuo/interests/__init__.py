@@ -1,0 +1,1 @@
+"""Interest identification: profiles, multi-interest clusters, tags, evolution, segments."""
