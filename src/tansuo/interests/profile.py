@@ -332,7 +332,8 @@ class InterestTracker:
         tags = [Tag(self.space.names[unit].split(" > ")[-1], 1.0, "category")]
         if self.vocabulary is not None and rows:
             centroid = self.space.text_vectors[list(rows)].mean(axis=0, keepdims=True)
-            tags += [t for t in self.vocabulary.match(centroid)[0]
+            tags += [t for t in self.vocabulary.match(centroid,
+                                                      background=self.space.background)[0]
                      if t.text.lower() != tags[0].text.lower()]
         elif self.space.tags[unit]:
             tags += self.space.tags[unit]

@@ -106,6 +106,8 @@ class InterestSpace:
         self.method = method
         self.centroids = self._centroids(self.vectors)
         self.text_centroids = self._centroids(self.text_vectors)
+        #: mean text vector of the catalogue: what every item shares (see TagVocabulary.match)
+        self.background = self.text_vectors.mean(axis=0) if len(self.text_vectors) else None
 
     def _centroids(self, vectors: np.ndarray) -> np.ndarray:
         out = np.zeros((self.n_units, vectors.shape[1]), dtype=np.float32)
@@ -240,7 +242,7 @@ def build_space(item_ids: Sequence[str], text_vectors: np.ndarray,
     space = InterestSpace(item_ids, vectors, text_vectors, cats, unit_of, names,
                           [[] for _ in range(len(used))], cfg, method)
     if vocabulary is not None and len(vocabulary):
-        space.tags = vocabulary.match(space.text_centroids)
+        space.tags = vocabulary.match(space.text_centroids, background=space.background)
     return space
 
 
@@ -266,11 +268,24 @@ def _silhouette_kmeans(X: np.ndarray, cfg: SpaceConfig, cap: int) -> tuple[np.nd
 
 def _unit_names(unit_of: np.ndarray, cats: Sequence[object], level: int | None, n: int
                 ) -> list[str]:
-    """Each unit's majority category (at the seeding level, else the deepest common level)."""
-    names = []
+    """Each unit's majority category (at the seeding level, else level 2 or 1), unique: units
+    are named largest first, and a unit whose majority name is taken gets its most common
+    free category, else the name with a number."""
+    lv = level or 2
+    counts = []
     for u in range(n):
         members = np.flatnonzero(unit_of == u)
-        lv = level or 2
-        counts = Counter(p for i in members if (p := _prefix(cats[i], lv) or _prefix(cats[i], 1)))
-        names.append(counts.most_common(1)[0][0] if counts else f"interest {u + 1}")
-    return names
+        counts.append(Counter(p for i in members
+                              if (p := _prefix(cats[i], lv) or _prefix(cats[i], 1))))
+    names: list[str | None] = [None] * n
+    taken: set[str] = set()
+    for u in sorted(range(n), key=lambda u: -sum(counts[u].values())):
+        free = [c for c, _ in counts[u].most_common() if c not in taken]
+        if free:
+            name = free[0]
+        else:
+            base = counts[u].most_common(1)[0][0] if counts[u] else "interest"
+            name = next(f"{base} ({k})" for k in range(2, n + 2) if f"{base} ({k})" not in taken)
+        taken.add(name)
+        names[u] = name
+    return [str(x) for x in names]

@@ -25,7 +25,9 @@ __all__ = ["Tag", "TagVocabulary", "category_tags", "frequent_phrases"]
 #: Function words never used as a tag on their own.
 _STOPWORDS_TEXT = ("a an and are as at be by for from has in is it its of on or the to "
                    "with without your you our we this that these those "
-                   "new set pack pcs x vs de la le el")
+                   "new set pack pcs x vs de la le el about just how what when who why all "
+                   "one two my me not no up out into over after before under more most some "
+                   "can will do get go his her him she he they them their there here part")
 STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 _WORD = re.compile(r"[^\W\d_][\w'&-]*", re.UNICODE)
 
@@ -41,28 +43,35 @@ class Tag:
         return {"tag": self.text, "confidence": round(self.confidence, 4), "source": self.source}
 
 
-def category_tags(categories: Iterable[object]) -> list[str]:
-    """Every node of the category tree, named by its last segment (deduplicated, sorted)."""
-    out: set[str] = set()
-    for c in categories:
-        for seg in split_category(c if isinstance(c, str) else None):
-            out.add(seg)
-    return sorted(out)
-
-
-def frequent_phrases(texts: Iterable[object], min_count: int = 5, top: int = 300) -> list[str]:
-    """The ``top`` most frequent words and word pairs (no stopwords at either end) appearing
-    in at least ``min_count`` texts."""
+def category_tags(categories: Iterable[object], max_share: float = 0.5) -> list[str]:
+    """Every node of the category tree, named by its last segment (deduplicated, sorted),
+    except nodes above more than ``max_share`` of the items (a root like "Movies")."""
     counts: Counter[str] = Counter()
+    n = 0
+    for c in categories:
+        n += 1
+        counts.update(set(split_category(c if isinstance(c, str) else None)))
+    return sorted(seg for seg, k in counts.items() if n == 1 or k <= max_share * n)
+
+
+def frequent_phrases(texts: Iterable[object], min_count: int = 5, top: int = 300,
+                     max_share: float = 0.2) -> list[str]:
+    """The ``top`` most frequent words and word pairs (no stopwords at either end) appearing
+    in at least ``min_count`` texts and in at most ``max_share`` of them (a word every item
+    carries, like "movie" in a film shop, names no interest)."""
+    counts: Counter[str] = Counter()
+    n = 0
     for t in texts:
         if not isinstance(t, str) or not t:
             continue
+        n += 1
         words = [w.lower() for w in _WORD.findall(t)]
         grams = {w for w in words if len(w) > 2 and w not in STOPWORDS}
         grams |= {f"{a} {b}" for a, b in zip(words, words[1:], strict=False)
                   if a not in STOPWORDS and b not in STOPWORDS and len(a) > 1 and len(b) > 1}
         counts.update(grams)
-    return [g for g, n in counts.most_common(top) if n >= min_count]
+    cap = max(max_share * n, min_count)
+    return [g for g, k in counts.most_common() if min_count <= k <= cap][:top]
 
 
 class TagVocabulary:
@@ -103,13 +112,21 @@ class TagVocabulary:
         vectors = np.asarray(encoder_fn(unique), dtype=np.float32)  # type: ignore[operator]
         return cls(unique, vectors, temperature)
 
-    def match(self, centroids: np.ndarray, top: int = 3) -> list[list[Tag]]:
-        """Best ``top`` tags per centroid with softmax confidences (zero centroid → none)."""
+    def match(self, centroids: np.ndarray, top: int = 3,
+              background: np.ndarray | None = None) -> list[list[Tag]]:
+        """Best ``top`` tags per centroid with softmax confidences (zero centroid → none).
+
+        With a ``background`` (the mean of all items), a tag's score is its similarity to the
+        centroid minus its similarity to the background: what sets the interest apart, not what
+        every item shares (no "movie" for every interest of a film shop)."""
         if len(self) == 0:
             return [[] for _ in range(len(centroids))]
         c = np.asarray(centroids, dtype=np.float32)
         norms = np.linalg.norm(c, axis=1, keepdims=True)
         sims = (c / np.maximum(norms, 1e-12)) @ self.vectors.T
+        if background is not None and np.linalg.norm(background) > 0:
+            b = np.asarray(background, dtype=np.float32).ravel()
+            sims = sims - (b / np.linalg.norm(b)) @ self.vectors.T
         logits = sims / self.temperature
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
