@@ -69,6 +69,11 @@ def test_without_categories_the_unit_count_comes_from_the_silhouette():
     assert space.n_units == 3 and "silhouette" in space.method
     groups = {frozenset(np.flatnonzero(space.unit_of == u)) for u in range(3)}
     assert groups == {frozenset(range(i * 20, (i + 1) * 20)) for i in range(3)}
+    # categories present but not used for seeding: the units still get their names
+    ids, cats, vecs = _catalogue(n_per=20)
+    named = build_space(ids, vecs, cats, config=SpaceConfig(units_range=(2, 8),
+                                                            use_categories=False))
+    assert "silhouette" in named.method and sorted(named.names) == sorted(CATS)
 
 
 def test_new_items_land_in_the_nearest_unit_and_the_space_round_trips(tmp_path):

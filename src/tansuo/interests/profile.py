@@ -272,10 +272,14 @@ class InterestTracker:
                 win[unit] = win.get(unit, 0) + 1
             else:  # a dislike lowers the interest, never below zero
                 st.unit_weight[unit] = max(0.0, st.unit_weight.get(unit, 0.0) + weight)
-            if st.detector is not None and weight > 0:
-                shift = st.detector.update(ts, unit, float(c.event_weights.get(type, 1.0)))
-                if shift is not None:
-                    st.shifts.append(shift)
+        if st.detector is not None:
+            # every event goes to the detector (-1: no interest, e.g. a search or a dislike)
+            # so its event indices are the user's event indices
+            base = float(c.event_weights.get(type, 1.0))
+            label = unit if (unit >= 0 and base > 0) else -1
+            shift = st.detector.update(ts, label, max(base, 0.0))
+            if shift is not None:
+                st.shifts.append(shift)
         return shift
 
     def update_frame(self, events: pd.DataFrame, progress: bool | None = None) -> int:

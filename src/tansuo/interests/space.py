@@ -45,6 +45,8 @@ class SpaceConfig:
     """Smallest and largest number of units considered."""
     category_level: int | None = None
     """Category-tree level seeding the units (1 = top; None: deepest level within range)."""
+    use_categories: bool = True
+    """Seed the units from the category tree when the catalogue has one."""
     model_weight: float = 0.5
     """Weight of the model's item vectors against the text vectors (0 = text only)."""
     iterations: int = 5
@@ -217,7 +219,7 @@ def build_space(item_ids: Sequence[str], text_vectors: np.ndarray,
     if len(have) == 0:
         raise ValueError("no item has text or a model vector: nothing to cluster")
     X = vectors[have]
-    level = _category_level(cats, cfg) if cfg.units is None else None
+    level = _category_level(cats, cfg) if cfg.units is None and cfg.use_categories else None
     method: str
     if level is not None:
         prefixes = [_prefix(cats[i], level) for i in have]
