@@ -1,0 +1,1 @@
+"""Exploration: slate policies with propensities, off-policy evaluation, simulation."""
