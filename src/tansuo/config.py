@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         description="Strength of each event type in the interaction matrix (dislike negative).",
     )
     chunk_size: int = Field(100_000, gt=0, description="Rows per import transaction.")
+    rate_limit_per_minute: int = Field(
+        1200, ge=0, description="Service: requests per minute per API key (0 = unlimited).")
+    max_request_bytes: int = Field(
+        5_000_000, gt=0, description="Service: largest request body accepted (bytes).")
+    max_batch: int = Field(
+        10_000, gt=0, description="Service: most events or items in one request.")
     text_model: str | None = Field(
         None,
         description="Directory of a sentence-transformers model for item and query text. "

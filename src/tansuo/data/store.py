@@ -374,9 +374,11 @@ class EventStore(ABC):
         self,
         columns: Sequence[str] = EVENT_COLUMNS,
         user_ids: Iterable[str] | None = None,
+        after_seq: int | None = None,
     ) -> pd.DataFrame:
         """Events ordered by ``(user_id, timestamp, seq)`` as a DataFrame with the given columns
-        (``timestamp`` as int64 epoch ms)."""
+        (``timestamp`` as int64 epoch ms); ``after_seq`` keeps only events stored after that
+        sequence number (see :meth:`max_seq`)."""
         unknown = set(columns) - set(EVENT_COLUMNS) - {"unknown_item", "seq"}
         if unknown:
             raise StoreError(f"unknown event columns {sorted(unknown)}; expected {EVENT_COLUMNS}")
@@ -389,6 +391,9 @@ class EventStore(ABC):
                 return pd.DataFrame({c: [] for c in columns})
             sql += f" WHERE user_id IN ({', '.join('?' * len(users))})"
             params = users
+        if after_seq is not None:
+            sql += (" AND" if params else " WHERE") + " seq > ?"
+            params = [*params, int(after_seq)]
         sql += " ORDER BY user_id, ts, seq"
         rows = self._fetchall(sql, params)
         frame = pd.DataFrame.from_records(rows, columns=list(columns), coerce_float=False)
@@ -424,6 +429,10 @@ class EventStore(ABC):
         cols = ["import_id", "kind", "source", "format", "started_at", "finished_at", "status",
                 "report"]
         return pd.DataFrame.from_records(rows, columns=cols)
+
+    def max_seq(self) -> int:
+        """Sequence number of the last stored event (0 for an empty store)."""
+        return int(self._fetchall("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
 
     def delete_user(self, user_id: str) -> int:
         """Remove every event of one user; returns the number removed."""

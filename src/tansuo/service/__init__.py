@@ -1,0 +1,1 @@
+"""The real-time recommendation service: engine, HTTP API, API keys."""

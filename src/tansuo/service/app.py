@@ -1,0 +1,207 @@
+"""The HTTP API (v1): FastAPI around :class:`tansuo.service.engine.Engine`.
+
+OpenAPI at ``/docs`` (and ``/openapi.json``); every 4xx body is
+``{"error": {"status", "message", "field"}}`` (FastAPI's own validation errors keep their
+``detail`` list, which names each offending field and location).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_fastapi_instrumentator import Instrumentator
+from pydantic import BaseModel, ConfigDict
+
+from tansuo.service.auth import AuthError, KeyStore, RateLimiter
+from tansuo.service.engine import Engine, ServiceError
+
+__all__ = ["create_app"]
+
+Scalar = str | int | float | None
+
+
+class EventIn(BaseModel):
+    """One event in the import schema; the import rules decide what is accepted."""
+
+    model_config = ConfigDict(extra="forbid")
+    event_id: str | None = None
+    user_id: Scalar = None
+    item_id: Scalar = None
+    type: Scalar = None
+    timestamp: Scalar = None
+    dwell_seconds: Scalar = None
+    query: Scalar = None
+    quantity: Scalar = None
+    amount: Scalar = None
+    rating: Scalar = None
+    text: Scalar = None
+    request_id: Scalar = None
+    position: Scalar = None
+
+
+class ItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item_id: Scalar = None
+    title: Scalar = None
+    category: Scalar = None
+    brand: Scalar = None
+    price: Scalar = None
+    description: Scalar = None
+    attributes: dict[str, Any] | str | None = None
+    created_at: Scalar = None
+
+
+class ReloadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    force: bool = False
+
+
+def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message, "field": field}},
+                        status_code=status)
+
+
+def create_app(engine: Engine) -> FastAPI:
+    settings = engine.settings
+    keys = KeyStore(engine.home)
+    limiter = RateLimiter(settings.rate_limit_per_minute)
+    app = FastAPI(title="Tansuo", version="1",
+                  description="Explained, exploring recommendations and interest profiles.")
+    app.state.engine = engine
+    registry = CollectorRegistry()
+    Instrumentator(registry=registry, excluded_handlers=["/metrics"]).instrument(app).expose(
+        app, endpoint="/metrics", include_in_schema=False)
+    ingested = Counter("tansuo_events_ingested", "Events stored through the API",
+                       registry=registry)
+    model_info = Gauge("tansuo_model_info", "The model in service (value 1)", ["version"],
+                       registry=registry)
+    explore_share = Gauge("tansuo_exploration_share",
+                          "Share of served slots that were exploring", registry=registry)
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.field)
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(_: Request, exc: AuthError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        resp = _error(exc.status, exc.message, "Authorization" if exc.status in (401, 403)
+                      else None)
+        resp.headers.update(headers)
+        return resp
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+                  for e in exc.errors()]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(x) for x in first["loc"])
+        return JSONResponse({"error": {"status": 422, "message": f"{where}: {first['msg']}",
+                                       "field": where}, "detail": errors}, status_code=422)
+
+    @app.middleware("http")
+    async def _limit_size(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > settings.max_request_bytes
+            except ValueError:
+                return _error(400, "Content-Length is not a number", "Content-Length")
+            if too_big:
+                return _error(413, f"request body of {length} bytes exceeds the limit of "
+                                   f"{settings.max_request_bytes} (TANSUO_MAX_REQUEST_BYTES)",
+                              "body")
+        return await call_next(request)
+
+    def scope(name: str) -> Any:
+        def check(authorization: Annotated[str | None, Header()] = None) -> str:
+            record = keys.verify(authorization, name)
+            limiter.check(record.key_id)
+            return record.key_id
+        return Depends(check)
+
+    def _batch(n: int, what: str) -> None:
+        if n > settings.max_batch:
+            raise ServiceError(413, f"{n} {what} in one request; the limit is "
+                                    f"{settings.max_batch} (TANSUO_MAX_BATCH)", what)
+
+    @app.post("/v1/events", tags=["ingest"], dependencies=[scope("ingest")])
+    def post_events(events: list[EventIn]) -> dict[str, Any]:
+        """Store a batch of events. Accepted events are durable when the response is sent and
+        the user's interests and recommendations reflect them on the next request."""
+        _batch(len(events), "events")
+        out = engine.ingest([e.model_dump(exclude_none=True) for e in events])
+        ingested.inc(out["accepted"])
+        return out
+
+    @app.put("/v1/items", tags=["ingest"], dependencies=[scope("ingest")])
+    def put_items(items: list[ItemIn]) -> dict[str, Any]:
+        """Upsert catalogue items; new items are text-encoded and recommendable at once."""
+        _batch(len(items), "items")
+        return engine.upsert_items([i.model_dump(exclude_none=True) for i in items])
+
+    @app.get("/v1/users/{user_id}/recommendations", tags=["read"],
+             dependencies=[scope("read")])
+    def recommendations(
+        user_id: Annotated[str, Path(min_length=1, max_length=256)],
+        k: Annotated[int, Query(ge=1, le=200)] = 10,
+        explore: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
+        context: Annotated[str, Query(max_length=1000,
+                                      description="home, item:ID or search:QUERY")] = "home",
+        category: Annotated[str | None, Query(max_length=500)] = None,
+        exclude: Annotated[str | None, Query(max_length=20_000,
+                                             description="Comma-separated item ids")] = None,
+        exclude_seen: bool = True,
+        strategy: Annotated[Literal["greedy", "epsilon", "interest-ts", "interest-ucb",
+                                    "item-ts"] | None, Query()] = None,
+    ) -> dict[str, Any]:
+        """Explained recommendations: each item has a score, the probability the policy gave
+        it (propensity) and a reason. An unknown user gets a trending, diversified slate."""
+        rec = engine.recommend(user_id, k, explore, context, category,
+                               [x for x in (exclude or "").split(",") if x], exclude_seen,
+                               strategy)
+        served = engine.counters["slots_served"]
+        if served:
+            explore_share.set(engine.counters["slots_explored"] / served)
+        return rec.to_dict()
+
+    @app.get("/v1/items/{item_id}/similar", tags=["read"], dependencies=[scope("read")])
+    def similar(item_id: Annotated[str, Path(min_length=1, max_length=256)],
+                k: Annotated[int, Query(ge=1, le=200)] = 10) -> dict[str, Any]:
+        return {"item_id": item_id, "items": engine.similar(item_id, k)}
+
+    @app.get("/v1/items/{item_id}/complementary", tags=["read"], dependencies=[scope("read")])
+    def complementary(item_id: Annotated[str, Path(min_length=1, max_length=256)],
+                      k: Annotated[int, Query(ge=1, le=200)] = 10) -> dict[str, Any]:
+        """Items bought together (same user, same day), most often first."""
+        return {"item_id": item_id, "items": engine.complementary(item_id, k)}
+
+    @app.get("/v1/users/{user_id}/interests", tags=["read"], dependencies=[scope("read")])
+    def interests(user_id: Annotated[str, Path(min_length=1, max_length=256)]
+                  ) -> dict[str, Any]:
+        return engine.interests(user_id)
+
+    @app.delete("/v1/users/{user_id}", tags=["admin"], dependencies=[scope("admin")])
+    def erase(user_id: Annotated[str, Path(min_length=1, max_length=256)]) -> dict[str, Any]:
+        """Erasure: the user's events, profile and served-slate log are removed."""
+        return engine.erase(user_id)
+
+    @app.post("/v1/admin/reload", tags=["admin"], dependencies=[scope("admin")])
+    def reload(body: ReloadIn | None = None) -> dict[str, Any]:
+        out = engine.reload(force=bool(body and body.force))
+        if engine.model_version:
+            model_info.clear()
+            model_info.labels(engine.model_version).set(1)
+        return out
+
+    @app.get("/v1/health", tags=["ops"])
+    def health() -> dict[str, Any]:
+        return engine.health()
+
+    if engine.model_version:
+        model_info.labels(engine.model_version).set(1)
+    return app

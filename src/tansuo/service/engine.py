@@ -1,0 +1,577 @@
+"""The serving engine: store, trained model, interest tracker and slate policy behind one object.
+
+The HTTP layer (:mod:`tansuo.service.app`) is a thin shell around :class:`Engine`, which can
+also be used directly from Python. State changes (events, items, erasure, model swap) and reads
+are serialised by one lock; a request never sees a half-applied change.
+
+Scoring a user (``recommend``):
+
+1. candidate scores — the latest trained model's scores for the user's history when the model
+   knows the items; items it does not know (added after training) and all items when there is
+   no model are scored by the cosine of the user's interest vector (long-term + short-term,
+   text space) with the item's vector, put on the model's scale (matched mean and spread);
+   an unknown user gets **trending** scores (events of the last 7 days of data, time-decayed);
+2. context — ``item:ID`` blends in similarity to that item, ``search:QUERY`` keeps the 200 items
+   nearest to the query in text space and ranks them by the user's scores plus the similarity;
+3. filters — category prefix, explicit exclusions, items seen (unless ``exclude_seen=false``)
+   and items the user disliked (always);
+4. the slate policy (:mod:`tansuo.exploration.policy`) picks k items with propensities;
+5. reasons — the interest tag and the user's past items in it, ``exploring: <interest>`` for an
+   explored slot, or ``popular now`` for a cold-start slate.
+
+Every served slate is appended to ``<home>/logs/served.jsonl`` (request id, user, time, items,
+positions, propensities, model version) so logged clicks (events with ``request_id`` and
+``position``) support off-policy evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import uuid
+from collections import OrderedDict, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tansuo.config import Settings
+from tansuo.data.store import EventStore, open_store
+from tansuo.errors import TansuoError
+from tansuo.exploration.policy import PolicyConfig, SlatePolicy, UserContext
+
+__all__ = ["Engine", "ServiceError", "Recommendation"]
+
+_MS_DAY = 86_400_000
+_COLUMNS = ("user_id", "item_id", "type", "timestamp", "dwell_seconds", "amount", "query",
+            "request_id", "position")
+_POSITIVE = ("click", "cart", "purchase", "favorite")
+_SERVED_KEPT = 200_000
+
+
+class ServiceError(TansuoError):
+    """A request the engine cannot serve: ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+@dataclass
+class Recommendation:
+    request_id: str
+    model_version: str | None
+    strategy: str
+    explore: float
+    items: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "model_version": self.model_version,
+                "strategy": self.strategy, "explore": self.explore, "items": self.items}
+
+
+class Engine:
+    """Everything a request needs, loaded once and updated in place."""
+
+    def __init__(self, settings: Settings | None = None, policy: PolicyConfig | None = None,
+                 progress: bool = False) -> None:
+        self.settings = settings or Settings()
+        self.policy_config = policy or PolicyConfig()
+        self.progress = progress
+        self.lock = threading.RLock()
+        self.home = Path(self.settings.home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.store: EventStore = open_store(self.settings.resolved_database_url)
+        self.served_log = self.home / "logs" / "served.jsonl"
+        self.started = time.time()
+        self.model: Any = None
+        self.model_version: str | None = None
+        self.model_meta: dict[str, Any] = {}
+        self._model_rows: np.ndarray | None = None
+        self.counters: dict[str, float] = defaultdict(float)
+        #: user → interest unit → [clicks, shows] on served slates (interest posteriors)
+        self._posteriors: dict[str, dict[int, list[float]]] = defaultdict(dict)
+        #: request id → (user, unit per position, positions already credited)
+        self._served: OrderedDict[str, tuple[str, list[int], set[int]]] = OrderedDict()
+        self._load_all()
+
+    # -- loading -------------------------------------------------------------------------------
+    def _load_all(self) -> None:
+        from tansuo.interests.build import build_tracker
+
+        with self.lock:
+            events = self.store.events(list(_COLUMNS))
+            self.items = self.store.items()
+            if self.items.empty and not events.empty:
+                # no catalogue: items are known by id only (no text, no categories)
+                ids = sorted(set(events["item_id"].dropna().astype(str)))
+                self.items = pd.DataFrame({"item_id": ids, "title": ids, "category": None,
+                                           "brand": None, "description": None})
+            self.tracker = None
+            if not self.items.empty:
+                self.tracker = build_tracker(events, self.items, self.home,
+                                             self.settings.text_model, progress=self.progress)
+            self._rebuild_indexes(events)
+            self._load_model()
+
+    def _rebuild_indexes(self, events: pd.DataFrame) -> None:
+        space = self.tracker.space if self.tracker is not None else None
+        n = len(space.item_ids) if space is not None else 0
+        self.history: dict[str, list[int]] = defaultdict(list)
+        self.disliked: dict[str, set[int]] = defaultdict(set)
+        self.item_events = np.zeros(n)
+        self.last_ts = int(events["timestamp"].max()) if len(events) else 0
+        self._trend = np.zeros(n)
+        if space is None or events.empty:
+            self._co = None
+            return
+        rows = space.rows(events["item_id"].tolist())
+        users = events["user_id"].astype(str).to_numpy()
+        types = events["type"].astype(str).to_numpy()
+        ts = events["timestamp"].to_numpy(dtype=np.int64)
+        for u, r, t in zip(users, rows, types, strict=True):
+            if r < 0:
+                continue
+            if t == "dislike":
+                self.disliked[u].add(int(r))
+            elif float(self.settings.event_weights.get(t, 1.0)) > 0:
+                self.history[u].append(int(r))
+        ok = rows >= 0
+        np.add.at(self.item_events, rows[ok], 1.0)
+        recent = ok & (ts >= self.last_ts - 7 * _MS_DAY)
+        age = (self.last_ts - ts[recent]) / _MS_DAY
+        np.add.at(self._trend, rows[recent], np.exp(-age / 3.0))
+        self._co = _co_purchases(users[ok], rows[ok], types[ok], ts[ok], n)
+
+    def _load_model(self) -> None:
+        from tansuo.models.registry import ModelRegistry
+
+        try:
+            trained = ModelRegistry(self.home).load()
+        except TansuoError:
+            self.model, self.model_version, self.model_meta = None, None, {}
+            self._model_rows = None
+            return
+        self._swap(trained)
+
+    def _swap(self, trained: Any) -> None:
+        space = self.tracker.space if self.tracker is not None else None
+        self.model, self.model_version, self.model_meta = (trained.model, trained.version,
+                                                           trained.meta)
+        self._model_items = trained.items
+        if space is not None:
+            # model column of each space row (-1: the model has never seen the item)
+            self._model_rows = np.asarray(trained.items.index(space.item_ids), dtype=np.int64)
+        else:
+            self._model_rows = None
+
+    # -- writes --------------------------------------------------------------------------------
+    def ingest(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """Store a batch durably with the import rules, then fold in exactly the events that
+        were newly stored (duplicates change nothing)."""
+        from tansuo.data.importer import import_frame
+
+        if not events:
+            raise ServiceError(422, "the batch is empty: send at least one event", "events")
+        frame = pd.DataFrame(events)
+        with self.lock:
+            before = self.store.max_seq()
+            report = import_frame(self.store, frame, "events", source="http")
+            fresh = self.store.events(list(_COLUMNS), after_seq=before)
+            self._fold(fresh)
+            self.counters["events_ingested"] += report.accepted
+        return {"accepted": report.accepted, "duplicates": report.duplicates,
+                "rejected": [{"index": r["line"] - 1, "reason": r["reason"],
+                              "detail": r["detail"]} for r in report.first_rejected],
+                "rejected_count": report.rejected}
+
+    def _fold(self, events: pd.DataFrame) -> None:
+        """Apply newly stored events (time order within each user) to the in-memory state."""
+        if self.tracker is None:
+            if len(events):
+                self._load_all()  # first events of a store without a catalogue
+            return
+        space = self.tracker.space
+        for row in events.itertuples(index=False):
+            item = row.item_id if isinstance(row.item_id, str) and row.item_id else None
+            user, typ, ts = str(row.user_id), str(row.type), int(row.timestamp)
+            self.tracker.update(user, ts, item, typ, _num(row.dwell_seconds), _num(row.amount),
+                                _str(row.query))
+            r = space.rows([item])[0] if item else -1
+            if r >= 0:
+                if typ == "dislike":
+                    self.disliked[user].add(int(r))
+                elif float(self.settings.event_weights.get(typ, 1.0)) > 0:
+                    self.history[user].append(int(r))
+                self.item_events[r] += 1
+            self.last_ts = max(self.last_ts, ts)
+            self._credit_click(user, typ, row.request_id, row.position)
+
+    def _credit_click(self, user: str, typ: str, request_id: object, position: object) -> None:
+        """A click on a served slot raises the posterior of that slot's interest (once)."""
+        if typ not in _POSITIVE or not isinstance(request_id, str) or request_id not in \
+                self._served:
+            return
+        served_user, units, credited = self._served[request_id]
+        pos = _num(position)
+        if served_user != user or pos is None or not 0 <= int(pos) < len(units):
+            return
+        if int(pos) in credited or units[int(pos)] < 0:
+            return
+        credited.add(int(pos))
+        self._posteriors[user].setdefault(units[int(pos)], [0.0, 0.0])[0] += 1.0
+
+    def upsert_items(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Upsert catalogue rows; new or changed items are text-encoded and placed at once."""
+        from tansuo.data.importer import import_frame
+        from tansuo.text.encoder import EmbeddingCache, cache_path, encode_items, open_encoder
+
+        if not items:
+            raise ServiceError(422, "no items: send at least one", "items")
+        frame = pd.DataFrame(items)
+        with self.lock:
+            report = import_frame(self.store, frame, "items", source="http")
+            bad = {r["line"] - 1 for r in report.first_rejected}
+            good = frame.drop(index=[i for i in bad if i in frame.index]).reset_index(drop=True)
+            if len(good):
+                stored = self.store.items()
+                good = stored[stored["item_id"].isin(good["item_id"].astype(str))]
+                if self.tracker is None:
+                    self.items = stored
+                    self._load_all()
+                else:
+                    encoder = open_encoder(self.settings.text_model)
+                    with EmbeddingCache(cache_path(self.home)) as cache:
+                        ids, vectors, _ = encode_items(good, encoder, cache, False)
+                    space = self.tracker.space
+                    n_before = len(space.item_ids)
+                    space.add_items(ids.tolist(), vectors, good["category"].tolist())
+                    grow = len(space.item_ids) - n_before
+                    if grow:
+                        self.item_events = np.concatenate([self.item_events, np.zeros(grow)])
+                        self._trend = np.concatenate([self._trend, np.zeros(grow)])
+                        if self._model_rows is not None:
+                            self._model_rows = np.concatenate(
+                                [self._model_rows, np.asarray(self._model_items.index(
+                                    space.item_ids[n_before:]), dtype=np.int64)])
+                        if self._co is not None:
+                            self._co.resize((len(space.item_ids), len(space.item_ids)))
+                    self.items = stored
+        return {"accepted": report.accepted, "rejected": [
+            {"index": r["line"] - 1, "reason": r["reason"], "detail": r["detail"]}
+            for r in report.first_rejected]}
+
+    def erase(self, user_id: str) -> dict[str, Any]:
+        """Remove the user's events, profile and served-slate log entries at once."""
+        with self.lock:
+            removed = self.store.delete_user(user_id)
+            had_profile = self.tracker is not None and self.tracker.users.pop(user_id,
+                                                                               None) is not None
+            self.history.pop(user_id, None)
+            self.disliked.pop(user_id, None)
+            self._posteriors.pop(user_id, None)
+            for rid in [r for r, v in self._served.items() if v[0] == user_id]:
+                del self._served[rid]
+            slates = _drop_user_lines(self.served_log, user_id)
+            erased = set(json.loads(self.store.get_meta("erased_users") or "[]"))
+            erased.add(user_id)
+            self.store.set_meta("erased_users", json.dumps(sorted(erased)))
+        return {"user_id": user_id, "events_removed": removed, "profile_removed": had_profile,
+                "served_slates_removed": slates,
+                "models_trained_before": self.model_version is not None}
+
+    def reload(self, force: bool = False) -> dict[str, Any]:
+        """Swap to the latest trained model if its yardstick score is at least the serving
+        model's (or ``force``); requests keep being served by the old one until the swap."""
+        from tansuo.models.registry import ModelRegistry
+
+        try:
+            trained = ModelRegistry(self.home).load()
+        except TansuoError as exc:
+            raise ServiceError(409, str(exc)) from exc
+        if trained.version == self.model_version:
+            return {"swapped": False, "model_version": self.model_version,
+                    "reason": "already serving the latest model"}
+        new = (trained.meta.get("yardstick") or {}).get("ndcg@10")
+        old = (self.model_meta.get("yardstick") or {}).get("ndcg@10")
+        if not force and self.model is not None:
+            if new is None:
+                raise ServiceError(409, f"model {trained.version} has no yardstick score "
+                                        "(train it with --evaluate) and force is false")
+            if old is not None and new < old:
+                raise ServiceError(409, f"model {trained.version} scores ndcg@10 {new:.4f} < "
+                                        f"serving {old:.4f}; pass force=true to swap anyway")
+        with self.lock:
+            self._swap(trained)
+            self.counters["reloads"] += 1
+        return {"swapped": True, "model_version": trained.version, "ndcg@10": new,
+                "previous_ndcg@10": old}
+
+    # -- reads ---------------------------------------------------------------------------------
+    def _user_scores(self, user: str) -> tuple[np.ndarray, bool]:
+        """(score per space row, cold start?)"""
+        space = self.tracker.space  # type: ignore[union-attr]
+        n = len(space.item_ids)
+        hist = self.history.get(user)
+        if not hist:
+            return self._trend + 1e-6 * self.item_events, True
+        text = self._interest_scores(user)
+        if self.model is None or self._model_rows is None:
+            return text, False
+        known = self._model_rows >= 0
+        model_hist = self._model_rows[np.asarray(hist[-200:])]
+        model_hist = model_hist[model_hist >= 0]
+        raw = self.model.score(np.array([-1]), [model_hist], None)[0].astype(np.float64)
+        scores = np.full(n, np.nan)
+        scores[known] = raw[self._model_rows[known]]
+        if (~known).any():
+            ref = scores[known]
+            mu, sd = float(np.mean(ref)), float(np.std(ref)) or 1.0
+            t = text[~known]
+            scores[~known] = mu + (t - t.mean()) / (t.std() or 1.0) * sd
+        return scores, False
+
+    def _interest_scores(self, user: str) -> np.ndarray:
+        space = self.tracker.space  # type: ignore[union-attr]
+        p = self.tracker.profile(user) if user in self.tracker.users else None  # type: ignore
+        if p is None or p.long_term_vector is None:
+            return self._trend.copy()
+        v = p.long_term_vector.astype(np.float32)
+        if p.short_term_vector is not None:
+            v = v + p.short_term_vector
+        return (space.vectors @ v).astype(np.float64)
+
+    def recommend(self, user: str, k: int = 10, explore: float | None = None,
+                  context: str = "home", category: str | None = None,
+                  exclude: Sequence[str] = (), exclude_seen: bool = True,
+                  strategy: str | None = None) -> Recommendation:
+        if self.tracker is None:
+            raise ServiceError(503, "no catalogue and no events yet: import items or events "
+                                    "first")
+        cfg = self.policy_config
+        try:
+            cfg = PolicyConfig(**{**cfg.__dict__, **({} if explore is None else
+                                                     {"explore": explore}),
+                                  **({} if strategy is None else {"strategy": strategy})})
+        except ValueError as exc:
+            raise ServiceError(422, str(exc), "explore" if "explore" in str(exc)
+                               else "strategy") from exc
+        with self.lock:
+            space = self.tracker.space
+            scores, cold = self._user_scores(user)
+            scores = self._apply_context(scores, context)
+            mask = np.zeros(len(scores), dtype=bool)
+            if category:
+                cats = np.array([str(c or "") for c in space.categories], dtype=object)
+                mask |= ~np.array([c == category or c.startswith(category + " >")
+                                   or c.startswith(category + ">") for c in cats])
+            if exclude:
+                rows = space.rows(list(exclude))
+                mask[rows[rows >= 0]] = True
+            if exclude_seen and user in self.history:
+                mask[np.asarray(self.history[user], dtype=np.int64)] = True
+            mask[list(self.disliked.get(user, ()))] = True
+            interests = self.tracker.interests(user) if not cold else []
+            ctx = UserContext({i.unit: i.weight for i in interests},
+                              [i.unit for i in interests if i.trend in ("fading", "gone")])
+            policy = SlatePolicy(cfg if not cold else PolicyConfig(
+                **{**cfg.__dict__, "strategy": "greedy", "diversity": max(cfg.diversity, 0.5)}),
+                space.unit_of, space.centroids, space.vectors)
+            self._restore_posteriors(policy, user)
+            request_id = uuid.uuid4().hex
+            slate = policy.slate(user, scores, k, ctx, mask, request_id)
+            by_unit = {i.unit: i for i in interests}
+            out = []
+            for pos, (row, score, prop, unit) in enumerate(zip(
+                    slate.items, slate.scores, slate.propensities, slate.explored, strict=True)):
+                item_unit = int(space.unit_of[row])
+                out.append({"item_id": space.item_ids[row], "position": pos,
+                            "score": round(float(score), 6) if math.isfinite(score) else None,
+                            "propensity": round(float(prop), 6),
+                            "reason": self._reason(user, cold, int(unit), item_unit, by_unit)})
+            units = [int(space.unit_of[r]) for r in slate.items]
+            for u in units:
+                if u >= 0:
+                    self._posteriors[user].setdefault(u, [0.0, 0.0])[1] += 1.0
+            self._served[request_id] = (user, units, set())
+            while len(self._served) > _SERVED_KEPT:
+                self._served.popitem(last=False)
+            self.counters["slots_served"] += len(out)
+            self.counters["slots_explored"] += int((slate.explored >= 0).sum()
+                                                   + (slate.explored == -2).sum())
+            self._log_slate(user, slate, out)
+        return Recommendation(request_id, self.model_version, slate.strategy, slate.explore, out)
+
+    def _restore_posteriors(self, policy: SlatePolicy, user: str) -> None:
+        """This user's interest posteriors (clicks and shows on served slates)."""
+        for unit, v in self._posteriors.get(user, {}).items():
+            policy.interest_stats[(user, unit)] = list(v)
+
+    def _reason(self, user: str, cold: bool, explored: int, unit: int,
+                interests: dict[int, Any]) -> dict[str, Any]:
+        names = self.tracker.space.names  # type: ignore[union-attr]
+        if cold:
+            return {"type": "popular", "text": "popular now"}
+        if explored >= 0:
+            tag = names[explored].split(" > ")[-1]
+            return {"type": "exploring", "interest": names[explored],
+                    "text": f"exploring: {tag}"}
+        if explored == -2:
+            return {"type": "exploring", "text": "exploring: something new"}
+        if unit in interests:
+            i = interests[unit]
+            tag = i.tags[0].text if i.tags else names[unit]
+            return {"type": "interest", "interest": names[unit], "tag": tag,
+                    "because": i.items, "text": f"because you like {tag}"}
+        return {"type": "related", "interest": names[unit] if unit >= 0 else None,
+                "text": "related to what you viewed"}
+
+    def _apply_context(self, scores: np.ndarray, context: str) -> np.ndarray:
+        space = self.tracker.space  # type: ignore[union-attr]
+        if context in ("", "home"):
+            return scores
+        kind, _, value = context.partition(":")
+        finite = scores[np.isfinite(scores)]
+        sd = float(finite.std()) if len(finite) else 1.0
+        if kind == "item" and value:
+            row = space.rows([value])[0]
+            if row < 0:
+                raise ServiceError(404, f"context item {value!r} is not in the catalogue",
+                                   "context")
+            sim = space.vectors @ space.vectors[row]
+            out = scores + 2.0 * (sd or 1.0) * sim
+            out[row] = -np.inf
+            return out
+        if kind == "search" and value:
+            from tansuo.text.encoder import encode_texts, open_encoder
+
+            q, _ = encode_texts([value], open_encoder(self.settings.text_model), None)
+            sim = space.text_vectors @ q[0]
+            keep = np.argsort(-sim)[:200]
+            out = np.full(len(scores), -np.inf)
+            base = np.nan_to_num(scores[keep], nan=0.0, neginf=0.0)
+            out[keep] = (base - base.mean()) / (base.std() or 1.0) + 3.0 * sim[keep] / (
+                sim[keep].std() or 1.0)
+            return out
+        raise ServiceError(422, f"context {context!r}: expected home, item:ID or search:QUERY",
+                           "context")
+
+    def _log_slate(self, user: str, slate: Any, items: list[dict[str, Any]]) -> None:
+        self.served_log.parent.mkdir(parents=True, exist_ok=True)
+        record = {"request_id": slate.request_id, "user_id": user, "ts": int(time.time() * 1000),
+                  "model_version": self.model_version, "strategy": slate.strategy,
+                  "explore": slate.explore, "propensity_method": slate.propensity_method,
+                  "items": [i["item_id"] for i in items],
+                  "propensities": [i["propensity"] for i in items],
+                  "explored": slate.explored.tolist()}
+        with open(self.served_log, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def similar(self, item_id: str, k: int = 10) -> list[dict[str, Any]]:
+        space = self._space()
+        row = space.rows([item_id])[0]
+        if row < 0:
+            raise ServiceError(404, f"unknown item {item_id!r}", "item_id")
+        sim = space.vectors @ space.vectors[row]
+        sim[row] = -np.inf
+        top = np.argsort(-sim, kind="stable")[:k]
+        return [{"item_id": space.item_ids[i], "similarity": round(float(sim[i]), 4),
+                 "interest": space.names[space.unit_of[i]] if space.unit_of[i] >= 0 else None}
+                for i in top]
+
+    def complementary(self, item_id: str, k: int = 10) -> list[dict[str, Any]]:
+        """Items bought together: co-purchases (or co-carts) by the same user within a day."""
+        space = self._space()
+        row = space.rows([item_id])[0]
+        if row < 0:
+            raise ServiceError(404, f"unknown item {item_id!r}", "item_id")
+        if self._co is None or row >= self._co.shape[0]:
+            return []
+        counts = self._co.getrow(row).toarray().ravel()
+        counts[row] = 0
+        top = [i for i in np.argsort(-counts, kind="stable")[:k] if counts[i] > 0]
+        return [{"item_id": space.item_ids[i], "together": int(counts[i])} for i in top]
+
+    def interests(self, user: str) -> dict[str, Any]:
+        if self.tracker is None or user not in self.tracker.users:
+            raise ServiceError(404, f"unknown user {user!r}: no events for this user id",
+                               "user_id")
+        with self.lock:
+            p = self.tracker.profile(user)
+        doc = p.to_dict()
+        return {"user_id": user, "interests": doc["interests"], "short_term": doc["short_term"],
+                "timeline": doc["timeline"], "shifts": doc["shifts"], "stats": doc["stats"]}
+
+    def _space(self) -> Any:
+        if self.tracker is None:
+            raise ServiceError(503, "no catalogue yet: import items first")
+        return self.tracker.space
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "model_version": self.model_version,
+                "items": len(self.tracker.space.item_ids) if self.tracker else 0,
+                "users": len(self.tracker.users) if self.tracker else 0,
+                "uptime_s": round(time.time() - self.started, 1)}
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _co_purchases(users: np.ndarray, rows: np.ndarray, types: np.ndarray, ts: np.ndarray,
+                  n: int) -> Any:
+    import scipy.sparse as sp
+
+    buy = np.isin(types, ["purchase"])
+    if buy.sum() < 2:
+        buy = np.isin(types, ["purchase", "cart"])
+    u, r, t = users[buy], rows[buy], ts[buy] // _MS_DAY
+    baskets: dict[tuple[str, int], set[int]] = defaultdict(set)
+    for a, b, c in zip(u, r, t, strict=True):
+        baskets[(a, int(c))].add(int(b))
+    pairs_i, pairs_j = [], []
+    for items in baskets.values():
+        if 1 < len(items) <= 50:
+            lst = sorted(items)
+            for x in lst:
+                for y in lst:
+                    if x != y:
+                        pairs_i.append(x)
+                        pairs_j.append(y)
+    m = sp.coo_matrix((np.ones(len(pairs_i)), (pairs_i, pairs_j)), shape=(n, n)).tocsr()
+    m.sum_duplicates()
+    return m.tolil()
+
+
+def _drop_user_lines(path: Path, user: str) -> int:
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("user_id") == user:
+                dropped += 1
+                continue
+        except json.JSONDecodeError:
+            pass
+        kept.append(line)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(x + "\n" for x in kept))
+    tmp.replace(path)
+    return dropped
+
+
+def _num(x: object) -> float | None:
+    try:
+        v = float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+def _str(x: object) -> str | None:
+    return x if isinstance(x, str) and x else None

@@ -1,0 +1,263 @@
+"""The HTTP service against a real uvicorn server on a free port: ingestion, explained
+recommendations, interests, items, erasure, hot-swap, auth, limits, metrics."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+from tansuo.config import Settings
+from tansuo.service.app import create_app
+from tansuo.service.auth import KeyStore
+from tansuo.service.engine import Engine
+from test_cli import run
+
+CATS = {"R": "Sports > Running > Shoes", "B": "Home > Baking > Tins",
+        "A": "Electronics > Audio > Headphones"}
+TITLES = {"R": "trail running shoe", "B": "non-stick cake tin", "A": "wireless headphones"}
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+
+def _data(tmp):
+    items = ["item_id,title,category,brand"]
+    for letter in CATS:
+        for j in range(8):
+            items.append(f"{letter}{j},{TITLES[letter]} {j},{CATS[letter]},brand{j % 3}")
+    (tmp / "items.csv").write_text("\n".join(items) + "\n")
+    rng = np.random.default_rng(0)
+    lines = ["user_id,item_id,type,timestamp"]
+    for u in range(20):
+        letter = "R" if u < 12 else "A"
+        for k in range(12):
+            typ = "purchase" if k % 6 == 5 else "view"
+            lines.append(f"u{u},{letter}{rng.integers(8)},{typ},{T0 + u * 3600 + k * 60}")
+    (tmp / "events.csv").write_text("\n".join(lines) + "\n")
+
+
+class _Server:
+    def __init__(self, app) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                break
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("service")
+    _data(tmp)
+    home = tmp / "home"
+    run(home, "import", "items", str(tmp / "items.csv"))
+    run(home, "import", "events", str(tmp / "events.csv"))
+    settings = Settings(home=home, rate_limit_per_minute=100_000)
+    engine = Engine(settings)
+    keys = KeyStore(home)
+    tokens = {s: keys.create([s])[0] for s in ("read", "ingest", "admin")}
+    with _Server(create_app(engine)) as url:
+        yield {"url": url, "home": home, "engine": engine, "tokens": tokens, "tmp": tmp}
+    engine.close()
+
+
+def _h(service, scope):
+    return {"Authorization": f"Bearer {service['tokens'][scope]}"}
+
+
+def test_recommendations_are_explained_with_propensities(service):
+    r = httpx.get(f"{service['url']}/v1/users/u1/recommendations", params={"k": 5},
+                  headers=_h(service, "read"))
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert len(doc["items"]) == 5 and doc["request_id"] and doc["strategy"] == "interest-ts"
+    for item in doc["items"]:
+        assert 0 < item["propensity"] <= 1 and item["reason"]["text"]
+    reasons = [i["reason"] for i in doc["items"]]
+    assert any(r["type"] == "interest" and r["tag"] == "Running" and r["because"]
+               for r in reasons)
+    seen = {line.split(",")[1] for line in (service["tmp"] / "events.csv").read_text()
+            .splitlines()[1:] if line.startswith("u1,")}
+    assert not seen & {i["item_id"] for i in doc["items"]}  # seen items excluded by default
+    greedy = httpx.get(f"{service['url']}/v1/users/u1/recommendations",
+                       params={"k": 3, "explore": 0}, headers=_h(service, "read")).json()
+    assert all(i["propensity"] == 1.0 for i in greedy["items"])
+    log = (service["home"] / "logs" / "served.jsonl").read_text().splitlines()
+    assert any(json.loads(x)["request_id"] == doc["request_id"] for x in log)
+
+
+def test_unknown_user_gets_a_cold_start_slate(service):
+    r = httpx.get(f"{service['url']}/v1/users/stranger/recommendations",
+                  params={"k": 4}, headers=_h(service, "read"))
+    assert r.status_code == 200
+    items = r.json()["items"]
+    assert len(items) == 4 and all(i["reason"]["type"] == "popular" for i in items)
+
+
+def test_contexts_filters_and_exclusions(service):
+    url, h = service["url"], _h(service, "read")
+    r = httpx.get(f"{url}/v1/users/u1/recommendations",
+                  params={"context": "search:wireless headphones", "k": 3,
+                          "exclude_seen": "false", "explore": 0}, headers=h).json()
+    assert all(i["item_id"].startswith("A") for i in r["items"])
+    r = httpx.get(f"{url}/v1/users/u1/recommendations",
+                  params={"category": "Home > Baking", "k": 3, "exclude": "B0,B1"},
+                  headers=h).json()
+    assert {i["item_id"][0] for i in r["items"]} == {"B"}
+    assert not {"B0", "B1"} & {i["item_id"] for i in r["items"]}
+    r = httpx.get(f"{url}/v1/users/u1/recommendations", params={"context": "item:A3", "k": 2,
+                                                               "explore": 0}, headers=h)
+    assert r.status_code == 200 and "A3" not in {i["item_id"] for i in r.json()["items"]}
+    bad = httpx.get(f"{url}/v1/users/u1/recommendations", params={"context": "weather:sun"},
+                    headers=h)
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "context"
+    bad = httpx.get(f"{url}/v1/users/u1/recommendations", params={"k": 0}, headers=h)
+    assert bad.status_code == 422 and "k" in bad.json()["error"]["message"]
+    bad = httpx.get(f"{url}/v1/users/u1/recommendations", params={"context": "item:nope"},
+                    headers=h)
+    assert bad.status_code == 404 and "nope" in bad.json()["error"]["message"]
+
+
+def test_events_change_the_next_recommendations(service):
+    url = service["url"]
+    batch = [{"user_id": "newbie", "item_id": f"B{j}", "type": "purchase",
+              "timestamp": T0 + 90_000 + j} for j in range(4)]
+    batch.append({"user_id": "newbie", "item_id": "B0", "type": "teleport", "timestamp": T0})
+    r = httpx.post(f"{url}/v1/events", json=batch, headers=_h(service, "ingest"))
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["accepted"] == 4 and doc["rejected"][0]["index"] == 4
+    assert doc["rejected"][0]["reason"] == "unknown_type"
+    again = httpx.post(f"{url}/v1/events", json=batch[:4], headers=_h(service, "ingest")).json()
+    assert again["accepted"] == 0 and again["duplicates"] == 4
+    interests = httpx.get(f"{url}/v1/users/newbie/interests", headers=_h(service, "read"))
+    assert interests.json()["interests"][0]["name"] == "Home > Baking"
+    assert interests.json()["interests"][0]["events"] == 4  # duplicates folded in once
+    recs = httpx.get(f"{url}/v1/users/newbie/recommendations", params={"explore": 0, "k": 3},
+                     headers=_h(service, "read")).json()
+    assert all(i["item_id"].startswith("B") for i in recs["items"])
+    assert recs["items"][0]["reason"]["type"] == "interest"
+
+
+def test_new_items_are_recommendable_at_once(service):
+    url = service["url"]
+    r = httpx.put(f"{url}/v1/items", json=[{"item_id": "B99", "title": "springform cake tin",
+                                            "category": "Home > Baking > Tins"}],
+                  headers=_h(service, "ingest"))
+    assert r.status_code == 200 and r.json()["accepted"] == 1
+    sim = httpx.get(f"{url}/v1/items/B99/similar", params={"k": 3},
+                    headers=_h(service, "read")).json()
+    assert all(i["item_id"].startswith("B") for i in sim["items"])
+    recs = httpx.get(f"{url}/v1/users/u1/recommendations",
+                     params={"category": "Home > Baking", "k": 10, "explore": 0},
+                     headers=_h(service, "read")).json()
+    assert "B99" in {i["item_id"] for i in recs["items"]}
+
+
+def test_complementary_items(service):
+    url = service["url"]
+    batch = [{"user_id": "buyer", "item_id": i, "type": "purchase", "timestamp": T0 + 5 + n}
+             for n, i in enumerate(["R1", "R2"])]
+    httpx.post(f"{url}/v1/events", json=batch, headers=_h(service, "ingest"))
+    r = httpx.get(f"{url}/v1/items/R1/complementary", headers=_h(service, "read"))
+    assert r.status_code == 200 and isinstance(r.json()["items"], list)
+    assert httpx.get(f"{url}/v1/items/nope/similar", headers=_h(service, "read")).status_code \
+        == 404
+
+
+def test_auth_scopes_and_revocation(service):
+    url = service["url"]
+    r = httpx.get(f"{url}/v1/users/u1/recommendations")
+    assert r.status_code == 401 and "Authorization" in r.json()["error"]["message"]
+    r = httpx.get(f"{url}/v1/users/u1/recommendations",
+                  headers={"Authorization": "Bearer tsk_dead_beef"})
+    assert r.status_code == 401 and r.json()["error"]["message"] == "invalid API key"
+    r = httpx.post(f"{url}/v1/events", json=[], headers=_h(service, "read"))
+    assert r.status_code == 403 and "lacks the 'ingest' scope" in r.json()["error"]["message"]
+    key, record = KeyStore(service["home"]).create(["read"])
+    ok = httpx.get(f"{url}/v1/health", headers={"Authorization": f"Bearer {key}"})
+    assert ok.status_code == 200
+    KeyStore(service["home"]).revoke(record.key_id)
+    r = httpx.get(f"{url}/v1/users/u1/interests", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
+    stored = (service["home"] / "auth" / "keys.json").read_text()
+    assert key.split("_", 2)[2] not in stored  # only the hash is kept
+
+
+def test_limits_and_bad_bodies(service):
+    url = service["url"]
+    r = httpx.post(f"{url}/v1/events", content=b"x" * 6_000_000,
+                   headers={**_h(service, "ingest"), "Content-Type": "application/json"})
+    assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]["message"]
+    r = httpx.post(f"{url}/v1/events", json=[{"user_id": "u", "colour": "red"}],
+                   headers=_h(service, "ingest"))
+    assert r.status_code == 422 and "colour" in r.json()["error"]["field"]
+    r = httpx.post(f"{url}/v1/events", json=[], headers=_h(service, "ingest"))
+    assert r.status_code == 422 and r.json()["error"]["field"] == "events"
+
+
+def test_rate_limit(tmp_path):
+    home = tmp_path / "home"
+    _data(tmp_path)
+    run(home, "import", "items", str(tmp_path / "items.csv"))
+    engine = Engine(Settings(home=home, rate_limit_per_minute=3))
+    key, _ = KeyStore(home).create(["read"])
+    with _Server(create_app(engine)) as url:
+        codes = [httpx.get(f"{url}/v1/items/R1/similar",
+                           headers={"Authorization": f"Bearer {key}"}).status_code
+                 for _ in range(5)]
+    engine.close()
+    assert codes[:3] == [200] * 3 and codes[3] == 429
+
+
+def test_erasure_health_and_metrics(service):
+    url = service["url"]
+    assert httpx.delete(f"{url}/v1/users/u2", headers=_h(service, "read")).status_code == 403
+    httpx.get(f"{url}/v1/users/u2/recommendations", headers=_h(service, "read"))
+    r = httpx.delete(f"{url}/v1/users/u2", headers=_h(service, "admin"))
+    assert r.status_code == 200 and r.json()["events_removed"] == 12
+    assert r.json()["profile_removed"] and r.json()["served_slates_removed"] >= 1
+    assert httpx.get(f"{url}/v1/users/u2/interests",
+                     headers=_h(service, "read")).status_code == 404
+    log = (service["home"] / "logs" / "served.jsonl").read_text()
+    assert '"user_id": "u2"' not in log
+    health = httpx.get(f"{url}/v1/health").json()
+    assert health["status"] == "ok" and health["items"] >= 24
+    metrics = httpx.get(f"{url}/metrics").text
+    assert "http_request_duration_seconds" in metrics
+    assert "tansuo_events_ingested_total" in metrics and "tansuo_exploration_share" in metrics
+
+
+def test_reload_refuses_without_a_model_and_swaps_when_forced(service):
+    url, h = service["url"], _h(service, "admin")
+    r = httpx.post(f"{url}/v1/admin/reload", headers=h)
+    assert r.status_code == 409 and "run `tansuo train` first" in r.json()["error"]["message"]
+    run(service["home"], "train", "--model", "itemknn")
+    r = httpx.post(f"{url}/v1/admin/reload", headers=h)
+    assert r.status_code == 200 and r.json()["swapped"]  # nothing served before: swap
+    version = r.json()["model_version"]
+    recs = httpx.get(f"{url}/v1/users/u1/recommendations", headers=_h(service, "read")).json()
+    assert recs["model_version"] == version
+    run(service["home"], "train", "--model", "pop")
+    r = httpx.post(f"{url}/v1/admin/reload", headers=h)
+    assert r.status_code == 409 and "no yardstick score" in r.json()["error"]["message"]
+    r = httpx.post(f"{url}/v1/admin/reload", json={"force": True}, headers=h)
+    assert r.status_code == 200 and r.json()["model_version"] != version
