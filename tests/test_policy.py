@@ -115,3 +115,9 @@ def test_missing_inputs_are_refused():
         SlatePolicy(PolicyConfig(strategy="greedy", diversity=0.5))
     with pytest.raises(ValueError, match="k must be"):
         _policy().slate("u", SCORES, k=0)
+
+
+def test_everything_filtered_out_gives_an_empty_slate():
+    s = _policy(strategy="interest-ts", explore=0.5).slate("u", SCORES, k=3,
+                                                          exclude=np.ones(N, dtype=bool))
+    assert len(s.items) == 0 and len(s.propensities) == 0

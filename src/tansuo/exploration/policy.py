@@ -252,6 +252,10 @@ class SlatePolicy:
             allowed &= ~np.asarray(exclude, dtype=bool)
         candidates = np.flatnonzero(allowed)
         request_id = request_id or uuid.uuid4().hex
+        if len(candidates) == 0:  # everything filtered out: an empty slate, not an error
+            empty = np.zeros(0, dtype=np.int64)
+            return Slate(request_id, empty, np.zeros(0), np.zeros(0), empty, c.strategy,
+                         c.explore, "exact")
         order = self._exploit_order(scores, candidates, ctx, k)
         units = self._candidate_units(ctx) if c.strategy.startswith("interest") else []
         total = sum(s[1] for (u, _), s in self.interest_stats.items() if u == user)

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from tansuo.config import Settings
+from tansuo.data.schema import EVENT_COLUMNS, ITEM_COLUMNS
 from tansuo.data.store import EventStore, open_store
 from tansuo.errors import TansuoError
 from tansuo.exploration.policy import PolicyConfig, SlatePolicy, UserContext
@@ -178,10 +179,13 @@ class Engine:
 
         if not events:
             raise ServiceError(422, "the batch is empty: send at least one event", "events")
-        frame = pd.DataFrame(events)
+        frame = _frame(events, EVENT_COLUMNS)
         with self.lock:
             before = self.store.max_seq()
-            report = import_frame(self.store, frame, "events", source="http")
+            try:
+                report = import_frame(self.store, frame, "events", source="http")
+            except TansuoError as exc:
+                raise ServiceError(422, str(exc), "events") from exc
             fresh = self.store.events(list(_COLUMNS), after_seq=before)
             self._fold(fresh)
             self.counters["events_ingested"] += report.accepted
@@ -233,9 +237,12 @@ class Engine:
 
         if not items:
             raise ServiceError(422, "no items: send at least one", "items")
-        frame = pd.DataFrame(items)
+        frame = _frame(items, ITEM_COLUMNS)
         with self.lock:
-            report = import_frame(self.store, frame, "items", source="http")
+            try:
+                report = import_frame(self.store, frame, "items", source="http")
+            except TansuoError as exc:
+                raise ServiceError(422, str(exc), "items") from exc
             bad = {r["line"] - 1 for r in report.first_rejected}
             good = frame.drop(index=[i for i in bad if i in frame.index]).reset_index(drop=True)
             if len(good):
@@ -545,6 +552,14 @@ def _co_purchases(users: np.ndarray, rows: np.ndarray, types: np.ndarray, ts: np
     m = sp.coo_matrix((np.ones(len(pairs_i)), (pairs_i, pairs_j)), shape=(n, n)).tocsr()
     m.sum_duplicates()
     return m.tolil()
+
+
+def _frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    """Rows as a frame with every schema column present (missing fields are null, so the
+    import rules reject the row with a reason instead of failing the batch)."""
+    frame = pd.DataFrame(rows)
+    extra = [c for c in frame.columns if c not in columns]
+    return frame.reindex(columns=[*columns, *extra])
 
 
 def _drop_user_lines(path: Path, user: str) -> int:
