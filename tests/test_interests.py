@@ -212,6 +212,7 @@ def test_update_frame_equals_event_by_event_updates():
     ((5, 100, 15, 30, False), "rising"),   # 5% → 50%
     ((40, 100, 2, 40, False), "fading"),   # 40% → 5%
     ((20, 100, 6, 30, False), "stable"),   # 20% → 20%
+    ((1000, 10_000, 1100, 10_000, False), "stable"),  # z ≈ 2.3 but only +10%: too small
     ((0, 0, 0, 0, False), "stable"),
 ])
 def test_trend_rule(counts, expected):

@@ -18,7 +18,8 @@ with the ``history_windows`` before them on event counts. *new*: no events befor
 recently; *gone*: some before, none recently, and zero recent events would have probability
 below ``alpha`` had the earlier share held (``(1 − p_before)^n_recent < alpha``); *rising* /
 *fading*: a two-proportion z-test of the recent against the earlier share is significant at
-``alpha`` (two-sided); otherwise *stable*.
+``alpha`` (two-sided) and the share moved by at least ``min_change`` of its earlier value (with
+many events a tiny move is significant without mattering); otherwise *stable*.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class ProfileConfig:
     history_windows: int = 8
     alpha: float = 0.05
     """Significance level of the trend rule."""
+    min_change: float = 0.25
+    """Rising/fading also need the share to move by this fraction of its earlier value."""
     event_weights: Mapping[str, float] = field(default_factory=lambda: dict(
         DEFAULT_EVENT_WEIGHTS))
     track_items: int = 20
@@ -165,7 +168,7 @@ def _iso(ms: int | None) -> str | None:
 
 
 def trend_of(before: int, n_before: int, recent: int, n_recent: int, alpha: float,
-             first_seen_recently: bool = False) -> str:
+             first_seen_recently: bool = False, min_change: float = 0.25) -> str:
     """The stated trend rule (module docstring) on event counts."""
     if n_recent == 0 or (before == 0 and recent == 0):
         return "stable"
@@ -178,8 +181,8 @@ def trend_of(before: int, n_before: int, recent: int, n_recent: int, alpha: floa
     pooled = (before + recent) / (n_before + n_recent)
     se = math.sqrt(max(pooled * (1 - pooled) * (1 / n_before + 1 / n_recent), 1e-12))
     z = (p_recent - p_before) / se
-    if abs(z) <= norm.ppf(1 - alpha / 2):
-        return "stable"
+    if abs(z) <= norm.ppf(1 - alpha / 2) or abs(p_recent - p_before) < min_change * p_before:
+        return "stable"  # not significant, or too small a change to matter
     return "rising" if z > 0 else "fading"
 
 
@@ -361,7 +364,7 @@ class InterestTracker:
         out = {}
         for u in units:
             first_recent = st.unit_first.get(u, 0) // self._window_ms >= recent_from
-            out[u] = trend_of(bef[u], n_b, rec[u], n_r, c.alpha, first_recent)
+            out[u] = trend_of(bef[u], n_b, rec[u], n_r, c.alpha, first_recent, c.min_change)
         return out
 
     def timeline(self, user_id: str) -> list[dict[str, Any]]:

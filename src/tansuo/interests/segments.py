@@ -112,7 +112,8 @@ def segment_users(tracker: InterestTracker, k: int | None = None,
             "segment": s, "users": len(members),
             "top_interests": [{"name": tracker.space.names[u], "share": round(float(mean[u]), 4)}
                               for u in top_units if mean[u] > 0],
-            "trend": trend_of(before, all_before, now, all_now, tracker.config.alpha)
+            "trend": trend_of(before, all_before, now, all_now, tracker.config.alpha,
+                              min_change=tracker.config.min_change)
             if all_before and all_now else "stable",
             "examples": members[:5]})
     segs.sort(key=lambda d: -d["users"])
@@ -145,7 +146,8 @@ def population_trends(tracker: InterestTracker, recent_windows: int | None = Non
         p_r = rec[u] / n_r if n_r else 0.0
         p_b = bef[u] / n_b if n_b else 0.0
         out.append({"name": tracker.space.names[u], "unit": u,
-                    "trend": trend_of(bef[u], n_b, rec[u], n_r, c.alpha, first[u] > last - rw),
+                    "trend": trend_of(bef[u], n_b, rec[u], n_r, c.alpha, first[u] > last - rw,
+                                      c.min_change),
                     "recent_share": round(p_r, 5), "earlier_share": round(p_b, 5),
                     "change": round((p_r - p_b) / p_b, 4) if p_b else None,
                     "recent_events": rec[u]})
