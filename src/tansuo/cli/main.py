@@ -348,15 +348,46 @@ def datasets_load(
 
 
 @app.command("demo")
-def demo_cmd(ctx: typer.Context) -> None:
-    """Load the default dataset (synthetic-shop) and print a summary of the store."""
+def demo_cmd(
+    ctx: typer.Context,
+    serve: Annotated[bool, typer.Option(
+        "--serve/--no-serve", help="Start the service at the end (Ctrl-C stops it).")] = True,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+) -> None:
+    """Load the synthetic shop, train the default model, show one shopper's interests, create
+    an API key and start the service on 127.0.0.1."""
+    from tansuo.models.registry import ModelRegistry
+    from tansuo.service.auth import KeyStore
+
     state = _state(ctx)
-    err.print(f"[bold]Tansuo demo[/] — data directory {state.settings.home.resolve()}")
+    home = state.settings.home
+    err.print(f"[bold]Tansuo demo[/] — data directory {home.resolve()}")
     with state.store() as store:
-        result = load_dataset("synthetic-shop", store, state.settings.home)
+        result = load_dataset("synthetic-shop", store, home)
     for report in result.reports:
         _print_report(report)
     stats_cmd(ctx, as_json=False)
+    if ModelRegistry(home).latest() is None:
+        err.print("[bold]training the default model[/] (tansuo train)")
+        ctx.invoke(train_cmd, ctx=ctx, model=None, dataset=None, config=None,
+                   no_promote=False, as_json=False)
+    err.print("[bold]one shopper's interests[/] (tansuo interests U000002)")
+    from tansuo.cli.interests import interests_cmd
+
+    ctx.invoke(interests_cmd, ctx=ctx, user="U000002", dataset=None, timeline=False,
+               plot=None, window="week", half_life_days=30.0, tags=None, use_model=True,
+               as_json=False)
+    key, record = KeyStore(home).create(["read", "ingest"], "demo")
+    # plain prints: a terminal-width wrap must not break the key
+    print(f"\nAPI key (read, ingest; shown once):\n{key}")
+    print(f"try:\ncurl -H 'Authorization: Bearer {key}' "
+          f"http://127.0.0.1:{port}/v1/users/U000002/recommendations")
+    print(f"OpenAPI: http://127.0.0.1:{port}/docs", flush=True)
+    if serve:
+        from tansuo.cli.service import serve_cmd
+
+        ctx.invoke(serve_cmd, ctx=ctx, host="127.0.0.1", port=port, explore=None,
+                   strategy=None)
 
 
 def run() -> None:  # pragma: no cover - console entry point alias
