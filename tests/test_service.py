@@ -239,6 +239,15 @@ def test_erasure_health_and_metrics(service):
                      headers=_h(service, "read")).status_code == 404
     log = (service["home"] / "logs" / "served.jsonl").read_text()
     assert '"user_id": "u2"' not in log
+    # events sent again for an erased user are stored but never train a model
+    httpx.post(f"{url}/v1/events", json=[{"user_id": "u2", "item_id": "R1", "type": "view",
+                                          "timestamp": T0 + 99}], headers=_h(service, "ingest"))
+    from tansuo.data.store import open_store
+    from tansuo.evaluation.report import load_events
+
+    with open_store(service["engine"].settings.resolved_database_url) as store:
+        events, _, _ = load_events(None, store, service["home"])
+    assert "u2" not in set(events["user_id"]) and "u1" in set(events["user_id"])
     health = httpx.get(f"{url}/v1/health").json()
     assert health["status"] == "ok" and health["items"] >= 24
     metrics = httpx.get(f"{url}/metrics").text

@@ -32,8 +32,11 @@ def load_events(dataset: str | None, store: EventStore | None, home: Path,
     if dataset is None:
         if store is None:
             raise ValueError("evaluate needs --dataset or a store")
-        return (store.events(list(columns)), store.items(),
-                str(store.get_meta("dataset") or "store"))
+        events = store.events(list(columns))
+        erased = set(json.loads(store.get_meta("erased_users") or "[]"))
+        if erased:  # users erased through the service never train a model again
+            events = events[~events["user_id"].isin(erased)].reset_index(drop=True)
+        return events, store.items(), str(store.get_meta("dataset") or "store")
     if dataset == "movielens-small":
         from tansuo.data.bundled import movielens_frames
 
