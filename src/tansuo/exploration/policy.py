@@ -19,8 +19,9 @@ for diversity with maximal marginal relevance (MMR) on item vectors. The one ``e
     interest is its share of the user's profile — or by UCB1; the slot gets that interest's
     best remaining item. Non-exploring slots take the next exploitation item.
 ``item-ts``
-    like ``interest-ts`` but an exploring slot goes to the pool item with the highest draw from
-    its own Beta(clicks + 1, shows − clicks + 1) posterior (all users share item posteriors).
+    like ``interest-ts`` but an exploring slot goes to the remaining pool item with the highest
+    draw from its own Beta(clicks + 1, shows − clicks + 1) posterior (one draw per item per
+    slate; all users share item posteriors).
 
 For the stochastic strategies (all but ``greedy`` and ``epsilon``) the marginal probability of
 each shown item at its position is a **Monte-Carlo estimate**: the slate is redrawn
@@ -32,7 +33,6 @@ bound of ``1 / propensity_draws`` keeps it positive. Posteriors are updated onli
 from __future__ import annotations
 
 import hashlib
-import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -178,60 +178,81 @@ class SlatePolicy:
                 units.update(np.argsort(-row)[:self.config.neighbours].tolist())
         return sorted(units)
 
-    def _interest_pick(self, user: str, units: list[int], ctx: UserContext,
-                       rng: np.random.Generator, total_shows: float) -> int:
+    def _unit_priors(self, user: str, units: list[int], ctx: UserContext
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Beta(a, b) per candidate unit and its number of shows."""
         c = self.config
-        draws = np.empty(len(units))
+        a, b, shows = np.empty(len(units)), np.empty(len(units)), np.empty(len(units))
         for j, u in enumerate(units):
-            clicks, shows = self.interest_stats.get((user, u), (0.0, 0.0))
+            clicks, n = self.interest_stats.get((user, u), (0.0, 0.0))
             mean = min(max(ctx.interests.get(u, 0.0), 0.02), 0.98)
-            a = clicks + c.prior_strength * mean
-            b = shows - clicks + c.prior_strength * (1 - mean)
-            if c.strategy == "interest-ucb":
-                n = shows + c.prior_strength
-                draws[j] = a / (a + b) + c.ucb_c * math.sqrt(math.log(total_shows + 2) / n)
-                draws[j] += rng.random() * 1e-9  # ties broken at random, seeded
-            else:
-                draws[j] = rng.beta(a, b)
-        return units[int(np.argmax(draws))]
+            a[j] = clicks + c.prior_strength * mean
+            b[j] = n - clicks + c.prior_strength * (1 - mean)
+            shows[j] = n
+        return a, b, shows
 
     def _draw(self, user: str, order: np.ndarray, k: int, ctx: UserContext,
-              rng: np.random.Generator, units: list[int], total_shows: float
+              rng: np.random.Generator, units: list[int], total_shows: float, draws: int
               ) -> tuple[np.ndarray, np.ndarray]:
+        """``draws`` independent slates at once: (items, explored unit per slot), each
+        ``draws × min(k, len(order))``. Slots are filled in order; every draw keeps its own
+        set of used items, so the Monte-Carlo propensities come from the very same procedure
+        that produced the served slate."""
         c = self.config
-        if c.strategy == "greedy" or c.explore == 0:
-            return order[:k], np.full(min(k, len(order)), -1)
+        kk = min(k, len(order))
+        exploit = np.tile(order[:kk], (draws, 1))
+        none = np.full((draws, kk), -1, dtype=np.int64)
+        if c.strategy == "greedy" or c.explore == 0 or kk == 0:
+            return exploit, none
         pool = order[:max(c.pool, k)]
         if c.strategy == "epsilon":
-            if rng.random() < c.explore:
-                return rng.permutation(pool)[:k], np.full(min(k, len(pool)), -2)
-            return order[:k], np.full(min(k, len(order)), -1)
-        shown: list[int] = []
-        explored: list[int] = []
-        used = np.zeros(len(order), dtype=bool)
-        nxt = 0
-        for _ in range(min(k, len(order))):
-            pick, unit = -1, -1
-            if rng.random() < c.explore:
-                if c.strategy == "item-ts":
-                    free = [j for j in range(len(pool)) if not used[j]]
-                    theta = [rng.beta(*self._item_ab(int(pool[j]))) for j in free]
-                    pick = free[int(np.argmax(theta))]
-                    unit = -2
-                elif units:
-                    unit = self._interest_pick(user, units, ctx, rng, total_shows)
-                    members = np.flatnonzero((self.unit_of[order] == unit) & ~used)
-                    pick = int(members[0]) if len(members) else -1
-                    if pick < 0:
-                        unit = -1
-            if pick < 0:
-                while used[nxt]:
-                    nxt += 1
-                pick = nxt
-            used[pick] = True
-            shown.append(int(order[pick]))
-            explored.append(unit)
-        return np.array(shown, dtype=np.int64), np.array(explored, dtype=np.int64)
+            flip = rng.random(draws) < c.explore
+            perm = np.argsort(rng.random((int(flip.sum()), len(pool))), axis=1)[:, :kk]
+            exploit[flip] = pool[perm]
+            return exploit, np.where(flip[:, None], -2, -1) * np.ones((1, kk), dtype=np.int64)
+        flags = rng.random((draws, kk)) < c.explore
+        if c.strategy == "item-ts":
+            cand = pool
+            ab = np.array([self._item_ab(int(i)) for i in cand])
+            theta = rng.beta(ab[:, 0], ab[:, 1], size=(draws, len(cand)))
+        else:
+            if not units:
+                return exploit, none
+            uo = self.unit_of[order]
+            keep = np.zeros(len(order), dtype=bool)
+            keep[:kk] = True
+            for u in units:  # each unit's best kk items are all an exploring slot can need
+                keep[np.flatnonzero(uo == u)[:kk]] = True
+            cand = order[keep]
+            unit_mask = uo[keep][None, :] == np.asarray(units)[:, None]
+            a, b, shows = self._unit_priors(user, units, ctx)
+            if c.strategy == "interest-ucb":
+                ucb = a / (a + b) + c.ucb_c * np.sqrt(np.log(total_shows + 2)
+                                                      / (shows + c.prior_strength))
+                noise = rng.random((draws, kk, len(units))) * 1e-9  # random tie-breaks
+                choice = np.argmax(ucb[None, None, :] + noise, axis=2)
+            else:
+                choice = np.argmax(rng.beta(a, b, size=(draws, kk, len(units))), axis=2)
+        used = np.zeros((draws, len(cand)), dtype=bool)
+        items = np.empty((draws, kk), dtype=np.int64)
+        explored = none.copy()
+        rows = np.arange(draws)
+        for j in range(kk):
+            free = ~used
+            pick = np.argmax(free, axis=1)  # next exploitation item (cand is in score order)
+            if c.strategy == "item-ts":
+                go = flags[:, j]
+                alt = np.argmax(np.where(free, theta, -1.0), axis=1)
+                explored[go, j] = -2
+            else:
+                avail = unit_mask[choice[:, j]] & free
+                go = flags[:, j] & avail.any(axis=1)
+                alt = np.argmax(avail, axis=1)
+                explored[go, j] = np.asarray(units)[choice[go, j]]
+            pick = np.where(go, alt, pick)
+            used[rows, pick] = True
+            items[:, j] = cand[pick]
+        return items, explored
 
     def _item_ab(self, item: int) -> tuple[float, float]:
         clicks, shows = self.item_stats.get(item, (0.0, 0.0))
@@ -262,7 +283,8 @@ class SlatePolicy:
         seed = int.from_bytes(hashlib.blake2b(f"{c.seed}:{request_id}".encode(),
                                               digest_size=8).digest(), "little")
         rng = np.random.default_rng(seed)
-        items, explored = self._draw(user, order, k, ctx, rng, units, total)
+        many, explored_many = self._draw(user, order, k, ctx, rng, units, total, 1)
+        items, explored = many[0], explored_many[0]
         n = len(items)
         if c.strategy == "greedy" or c.explore == 0:
             prop, method = np.ones(n), "exact"
@@ -273,12 +295,9 @@ class SlatePolicy:
                 pool)
             method = "exact"
         else:
-            counts = np.zeros(n)
-            sim = np.random.default_rng(seed + 1)
-            for _ in range(c.propensity_draws):
-                again, _ = self._draw(user, order, k, ctx, sim, units, total)
-                m = min(len(again), n)
-                counts[:m] += again[:m] == items[:m]
+            sims, _ = self._draw(user, order, k, ctx, np.random.default_rng(seed + 1), units,
+                                 total, c.propensity_draws)
+            counts = (sims[:, :n] == items[None, :]).sum(axis=0)
             prop = np.maximum(counts, 1.0) / c.propensity_draws
             method = f"monte-carlo ({c.propensity_draws} draws)"
         return Slate(request_id, items, scores[items], prop, explored, c.strategy, c.explore,

@@ -311,7 +311,19 @@ class InterestTracker:
         return found
 
     # -- reads ---------------------------------------------------------------------------------
-    def interests(self, user_id: str) -> list[UserInterest]:
+    def user_vectors(self, user_id: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(long-term, short-term) unit vectors of the user in the interest space (cheap)."""
+        st = self.users.get(user_id)
+        if st is None:
+            return None, None
+        rows = [r for _, r, _, _ in st.recent if r >= 0]
+        long_vec = None if st.long_sum is None else _unit(st.long_sum)
+        short_vec = _unit(self.space.vectors[rows].mean(axis=0)) if rows else None
+        return long_vec, short_vec
+
+    def interests(self, user_id: str, text_tags: bool = True) -> list[UserInterest]:
+        """The user's top interests; ``text_tags=False`` skips the zero-shot tags (the
+        category tag comes first either way) for a faster read."""
         c = self.config
         st = self.users.get(user_id)
         if st is None:
@@ -327,16 +339,18 @@ class InterestTracker:
         for u in chosen:
             items = st.unit_items.get(u, {})
             top = sorted(items, key=lambda i: (-items[i], i))
-            tags = self._tags(u, top)
+            tags = self._tags(u, top if text_tags else [], text_tags)
             out.append(UserInterest(
                 u, self.space.names[u], positive[u] / total, tags,
                 [self.space.item_ids[i] for i in top[:c.representative_items]],
                 st.unit_first[u], st.unit_last[u], st.unit_events.get(u, 0), trends[u]))
         return out
 
-    def _tags(self, unit: int, rows: Sequence[int]) -> list[Tag]:
+    def _tags(self, unit: int, rows: Sequence[int], text: bool = True) -> list[Tag]:
         """The unit's category name first, then zero-shot tags of the user's own items."""
         tags = [Tag(self.space.names[unit].split(" > ")[-1], 1.0, "category")]
+        if not text:
+            return tags
         if self.vocabulary is not None and rows:
             centroid = self.space.text_vectors[list(rows)].mean(axis=0, keepdims=True)
             tags += [t for t in self.vocabulary.match(centroid,
@@ -405,13 +419,12 @@ class InterestTracker:
                  "active_hours_utc": [h for h in np.argsort(st.hours)[::-1][:3].tolist()
                                       if st.hours[h] > 0]}
         rows = [r for _, r, _, _ in st.recent if r >= 0]
+        long_vec, short_vec = self.user_vectors(user_id)
         short_units = Counter(u for _, _, t, u in st.recent
                               if u >= 0 and self.config.event_weights.get(t, 1.0) > 0)
         n_short = sum(short_units.values())
         short = [{"unit": u, "name": self.space.names[u], "share": round(k / n_short, 4)}
                  for u, k in short_units.most_common()]
-        long_vec = None if st.long_sum is None else _unit(st.long_sum)
-        short_vec = _unit(self.space.vectors[rows].mean(axis=0)) if rows else None
         return UserProfile(user_id, stats, self.interests(user_id), short, long_vec, short_vec,
                            [self.space.item_ids[r] for r in rows[::-1]], list(st.queries),
                            self.timeline(user_id), self.shift_records(user_id))

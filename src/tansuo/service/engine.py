@@ -345,13 +345,11 @@ class Engine:
 
     def _interest_scores(self, user: str) -> np.ndarray:
         space = self.tracker.space  # type: ignore[union-attr]
-        p = self.tracker.profile(user) if user in self.tracker.users else None  # type: ignore
-        if p is None or p.long_term_vector is None:
+        long_vec, short_vec = self.tracker.user_vectors(user)  # type: ignore[union-attr]
+        if long_vec is None:
             return self._trend.copy()
-        v = p.long_term_vector.astype(np.float32)
-        if p.short_term_vector is not None:
-            v = v + p.short_term_vector
-        return (space.vectors @ v).astype(np.float64)
+        v = long_vec if short_vec is None else long_vec + short_vec
+        return (space.vectors @ v.astype(np.float32)).astype(np.float64)
 
     def recommend(self, user: str, k: int = 10, explore: float | None = None,
                   context: str = "home", category: str | None = None,
@@ -383,7 +381,7 @@ class Engine:
             if exclude_seen and user in self.history:
                 mask[np.asarray(self.history[user], dtype=np.int64)] = True
             mask[list(self.disliked.get(user, ()))] = True
-            interests = self.tracker.interests(user) if not cold else []
+            interests = self.tracker.interests(user, text_tags=False) if not cold else []
             ctx = UserContext({i.unit: i.weight for i in interests},
                               [i.unit for i in interests if i.trend in ("fading", "gone")])
             policy = SlatePolicy(cfg if not cold else PolicyConfig(
