@@ -270,3 +270,84 @@ def test_reload_refuses_without_a_model_and_swaps_when_forced(service):
     assert r.status_code == 409 and "no yardstick score" in r.json()["error"]["message"]
     r = httpx.post(f"{url}/v1/admin/reload", json={"force": True}, headers=h)
     assert r.status_code == 200 and r.json()["model_version"] != version
+
+
+def test_hot_swap_under_concurrent_load_fails_no_request(service):
+    url = service["url"]
+    run(service["home"], "train", "--model", "als:factors=8:iterations=3")
+    stop = threading.Event()
+    codes: list[int] = []
+
+    def hammer() -> None:
+        with httpx.Client() as client:
+            while not stop.is_set():
+                r = client.get(f"{url}/v1/users/u{len(codes) % 12}/recommendations",
+                               params={"k": 5}, headers=_h(service, "read"))
+                codes.append(r.status_code)
+
+    workers = [threading.Thread(target=hammer) for _ in range(4)]
+    for w in workers:
+        w.start()
+    swaps = []
+    for _ in range(3):
+        time.sleep(0.3)
+        swaps.append(httpx.post(f"{url}/v1/admin/reload", json={"force": True},
+                                headers=_h(service, "admin")).status_code)
+        run(service["home"], "train", "--model", "itemknn:neighbors=50")
+    time.sleep(0.3)
+    stop.set()
+    for w in workers:
+        w.join()
+    assert swaps == [200, 200, 200] and len(codes) > 20
+    assert set(codes) == {200}, sorted(set(codes))
+
+
+def test_sigkill_during_ingestion_loses_no_acknowledged_event(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    _data(tmp_path)
+    home = tmp_path / "home"
+    run(home, "import", "items", str(tmp_path / "items.csv"))
+    key, _ = KeyStore(home).create(["ingest"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TANSUO_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, "-m", "tansuo.cli", "serve", "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        acknowledged: set[str] = set()
+        killer = threading.Timer(2.0, lambda: proc.send_signal(signal.SIGKILL))
+        killer.start()
+        n = 0
+        while True:
+            batch = [{"event_id": f"e{n + j}", "user_id": f"k{(n + j) % 7}",
+                      "item_id": f"R{(n + j) % 8}", "type": "view",
+                      "timestamp": T0 + n + j} for j in range(50)]
+            try:
+                r = httpx.post(f"{url}/v1/events", json=batch, timeout=5,
+                               headers={"Authorization": f"Bearer {key}"})
+            except httpx.TransportError:
+                break  # the server is gone
+            if r.status_code == 200:
+                acknowledged.update(e["event_id"] for e in batch)
+            n += 50
+        killer.cancel()
+    finally:
+        proc.kill()
+        proc.wait()
+    from tansuo.data.store import open_store
+
+    with open_store(Settings(home=home).resolved_database_url) as store:
+        stored = set(store.events(["event_id"])["event_id"])
+    assert len(acknowledged) >= 50 and acknowledged <= stored
