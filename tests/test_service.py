@@ -351,3 +351,24 @@ def test_sigkill_during_ingestion_loses_no_acknowledged_event(tmp_path):
     with open_store(Settings(home=home).resolved_database_url) as store:
         stored = set(store.events(["event_id"])["event_id"])
     assert len(acknowledged) >= 50 and acknowledged <= stored
+
+
+def test_clicks_on_served_slates_feed_posteriors_and_ope(service):
+    url = service["url"]
+    recs = httpx.get(f"{url}/v1/users/u5/recommendations", params={"k": 4},
+                     headers=_h(service, "read")).json()
+    first = recs["items"][0]
+    click = [{"user_id": "u5", "item_id": first["item_id"], "type": "click",
+              "timestamp": T0 + 200_000, "request_id": recs["request_id"], "position": 0}]
+    assert httpx.post(f"{url}/v1/events", json=click,
+                      headers=_h(service, "ingest")).json()["accepted"] == 1
+    engine = service["engine"]
+    unit = int(engine.tracker.space.units([first["item_id"]])[0])
+    clicks, shows = engine._posteriors["u5"][unit]
+    assert clicks == 1 and shows >= 1
+    rows = json.loads(run(service["home"], "ope", "--policy", "logged", "--n-boot", "50",
+                          "--json").stdout)
+    ipw = next(r for r in rows if r["estimator"] == "ipw")
+    assert ipw["observed_ctr"] > 0 and ipw["estimate"] == pytest.approx(ipw["observed_ctr"])
+    greedy = json.loads(run(service["home"], "ope", "--n-boot", "50", "--json").stdout)
+    assert {r["estimator"] for r in greedy} == {"ipw", "snips"}

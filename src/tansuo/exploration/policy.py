@@ -106,6 +106,9 @@ class Slate:
     strategy: str
     explore: float
     propensity_method: str
+    exploit: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """The pure-exploitation slate for the same request (what explore = 0 would show), so
+    logs support off-policy estimates of the greedy policy."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"request_id": self.request_id, "items": self.items.tolist(),
@@ -301,7 +304,7 @@ class SlatePolicy:
             prop = np.maximum(counts, 1.0) / c.propensity_draws
             method = f"monte-carlo ({c.propensity_draws} draws)"
         return Slate(request_id, items, scores[items], prop, explored, c.strategy, c.explore,
-                     method)
+                     method, order[:len(items)])
 
     def feedback(self, user: str, slate: Slate, clicked: Sequence[int]) -> None:
         """Update the posteriors: every shown item was seen once; ``clicked`` are positions."""

@@ -473,7 +473,9 @@ class Engine:
                   "explore": slate.explore, "propensity_method": slate.propensity_method,
                   "items": [i["item_id"] for i in items],
                   "propensities": [i["propensity"] for i in items],
-                  "explored": slate.explored.tolist()}
+                  "explored": slate.explored.tolist(),
+                  "exploit": [self.tracker.space.item_ids[r]  # type: ignore[union-attr]
+                              for r in slate.exploit]}
         with open(self.served_log, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
