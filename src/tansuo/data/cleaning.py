@@ -169,11 +169,12 @@ def parse_timestamps(values: pd.Series, unit: str = "auto", timezone: str = "UTC
             ms = v
         else:
             mag = np.abs(v)
-            ms = np.select(
-                [mag >= 1e17, mag >= 1e14, mag >= 1e11],
-                [v / 1e6, v / 1e3, v],
-                default=v * 1000.0,
-            )
+            with np.errstate(over="ignore", invalid="ignore"):  # every branch is computed;
+                ms = np.select(                                # huge v overflows in one unused
+                    [mag >= 1e17, mag >= 1e14, mag >= 1e11],
+                    [v / 1e6, v / 1e3, v],
+                    default=v * 1000.0,
+                )
         out[is_num] = ms
     arr = _arrow_text(values)
     str_mask = ~is_num & pc.is_valid(arr).to_numpy(zero_copy_only=False)
