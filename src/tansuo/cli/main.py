@@ -652,4 +652,5 @@ def models_cmd(ctx: typer.Context, as_json: _JsonOpt = False) -> None:
 # Commands defined in their own modules register themselves on ``app`` when imported.
 from tansuo.cli import interests as _interests  # noqa: E402,F401
 from tansuo.cli import ope as _ope  # noqa: E402,F401
+from tansuo.cli import ops as _ops  # noqa: E402,F401
 from tansuo.cli import service as _service  # noqa: E402,F401
