@@ -25,9 +25,9 @@ for diversity with maximal marginal relevance (MMR) on item vectors. The one ``e
 
 For the stochastic strategies (all but ``greedy`` and ``epsilon``) the marginal probability of
 each shown item at its position is a **Monte-Carlo estimate**: the slate is redrawn
-``propensity_draws`` times (seeded by the request) and the frequency is recorded — a lower
-bound of ``1 / propensity_draws`` keeps it positive. Posteriors are updated online with
-:meth:`SlatePolicy.feedback` from clicks on shown items.
+``propensity_draws`` times (default 200, seeded by the request) and the frequency is
+recorded — a lower bound of ``1 / propensity_draws`` keeps it positive. Posteriors are
+updated online with :meth:`SlatePolicy.feedback` from clicks on shown items.
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ class PolicyConfig:
     prior_strength: float = 2.0
     """Pseudo-observations of the Beta prior of an interest (mean = its profile share)."""
     ucb_c: float = 1.0
-    propensity_draws: int = 500
-    """Monte-Carlo slate redraws for the propensities of stochastic strategies."""
+    propensity_draws: int = 200
+    """Monte-Carlo slate redraws for the propensities of stochastic strategies (standard
+    error ≤ 0.035 per propensity at 200 draws)."""
     seed: int = 0
 
     def __post_init__(self) -> None:

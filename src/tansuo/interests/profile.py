@@ -24,6 +24,7 @@ many events a tiny move is significant without mattering); otherwise *stable*.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
@@ -167,6 +168,12 @@ def _iso(ms: int | None) -> str | None:
     return pd.Timestamp(int(ms), unit="ms", tz="UTC").isoformat().replace("+00:00", "Z")
 
 
+@functools.lru_cache(maxsize=16)
+def _critical(alpha: float) -> float:
+    """Two-sided critical value of the standard normal (cached: scipy's ppf is slow)."""
+    return float(norm.ppf(1 - alpha / 2))
+
+
 def trend_of(before: int, n_before: int, recent: int, n_recent: int, alpha: float,
              first_seen_recently: bool = False, min_change: float = 0.25) -> str:
     """The stated trend rule (module docstring) on event counts."""
@@ -181,7 +188,7 @@ def trend_of(before: int, n_before: int, recent: int, n_recent: int, alpha: floa
     pooled = (before + recent) / (n_before + n_recent)
     se = math.sqrt(max(pooled * (1 - pooled) * (1 / n_before + 1 / n_recent), 1e-12))
     z = (p_recent - p_before) / se
-    if abs(z) <= norm.ppf(1 - alpha / 2) or abs(p_recent - p_before) < min_change * p_before:
+    if abs(z) <= _critical(alpha) or abs(p_recent - p_before) < min_change * p_before:
         return "stable"  # not significant, or too small a change to matter
     return "rising" if z > 0 else "fading"
 
