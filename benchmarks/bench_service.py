@@ -1,0 +1,193 @@
+"""Service load test (issue 7's quality bars) into docs/benchmarks.md.
+
+    .venv/bin/python benchmarks/bench_service.py [--rate 200] [--seconds 60] [--model sasrec]
+
+Sets up ``benchmarks/out/service/home`` once (the synthetic shop, a trained model — the
+sequence model by default — and an API key), starts ``tansuo serve`` in a subprocess on a free
+port, and runs an open-loop load generator (asyncio + httpx, in this process, on the same
+2 cores — its own CPU use is part of the measurement): recommendation requests for random
+shoppers at ``--rate`` per second for ``--seconds``, while events stream in at
+``--events-rate`` per second (batches every 100 ms). Latency is measured at the client from
+the scheduled send time (so queueing counts). Then HTTP ingestion throughput: batches of 1,000
+events posted back to back.
+
+Targets: recommendations p50 ≤ 5 ms and p99 ≤ 25 ms at 200 requests/s for 60 s with zero
+errors while events stream at 500/s; HTTP ingestion ≥ 5,000 events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _docs import write_block
+
+ROOT = Path(__file__).resolve().parents[1]
+HOME = ROOT / "benchmarks" / "out" / "service" / "home"
+T0 = 1_776_000_000_000  # ms, after the shop's period
+
+
+def tansuo(*args: str) -> str:
+    env = {**os.environ, "TANSUO_HOME": str(HOME)}
+    return subprocess.run([sys.executable, "-m", "tansuo.cli", *args], env=env, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def setup(model: str) -> str:
+    HOME.mkdir(parents=True, exist_ok=True)
+    if not (HOME / "models" / "LATEST").exists():
+        print("loading the synthetic shop and training", model, file=sys.stderr)
+        tansuo("datasets", "load", "synthetic-shop")
+        tansuo("train", "--model", model)
+    key_file = HOME / "bench-key.txt"
+    if not key_file.exists():
+        key_file.write_text(json.loads(tansuo("keys", "create", "--scope", "read,ingest",
+                                              "--json"))["key"])
+    return key_file.read_text().strip()
+
+
+async def load(url: str, key: str, users: list[str], items: list[str], rate: float,
+               seconds: float, events_rate: float) -> dict:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"}
+    rng = np.random.default_rng(0)
+    latencies: list[float] = []
+    errors: list[str] = []
+    sent_events = 0
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10,
+                                 limits=limits) as client:
+        start = time.perf_counter()
+
+        async def one(at: float, user: str) -> None:
+            await asyncio.sleep(max(0.0, at - (time.perf_counter() - start)))
+            scheduled = start + at
+            try:
+                r = await client.get(f"/v1/users/{user}/recommendations", params={"k": 10})
+                if r.status_code != 200:
+                    errors.append(str(r.status_code))
+            except httpx.HTTPError as exc:
+                errors.append(type(exc).__name__)
+            latencies.append(time.perf_counter() - scheduled)
+
+        async def stream() -> None:
+            nonlocal sent_events
+            per_batch = max(1, int(events_rate / 10))
+            n = 0
+            while time.perf_counter() - start < seconds:
+                batch = [{"user_id": users[int(rng.integers(len(users)))],
+                          "item_id": items[int(rng.integers(len(items)))], "type": "view",
+                          "timestamp": T0 + n + j} for j in range(per_batch)]
+                n += per_batch
+                r = await client.post("/v1/events", json=batch)
+                if r.status_code != 200:
+                    errors.append(f"events {r.status_code}")
+                sent_events += per_batch
+                await asyncio.sleep(0.1)
+
+        count = int(rate * seconds)
+        times = np.arange(count) / rate
+        picks = rng.integers(len(users), size=count)
+        tasks = [one(float(t), users[int(u)]) for t, u in zip(times, picks, strict=True)]
+        await asyncio.gather(stream(), *tasks)
+        wall = time.perf_counter() - start
+    lat = np.array(latencies) * 1000
+    return {"requests": len(lat), "wall_s": wall, "achieved_rps": len(lat) / wall,
+            "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
+            "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
+            "errors": len(errors), "error_kinds": sorted(set(errors))[:5],
+            "events_streamed": sent_events}
+
+
+def ingest_throughput(url: str, key: str, users: list[str], items: list[str],
+                      batches: int = 20, size: int = 1000) -> dict:
+    import httpx
+
+    rng = np.random.default_rng(1)
+    started = time.perf_counter()
+    accepted = 0
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
+                      timeout=60) as client:
+        for b in range(batches):
+            batch = [{"user_id": users[int(rng.integers(len(users)))],
+                      "item_id": items[int(rng.integers(len(items)))], "type": "click",
+                      "timestamp": T0 + 10_000_000 + b * size + j} for j in range(size)]
+            accepted += client.post("/v1/events", json=batch).json()["accepted"]
+    seconds = time.perf_counter() - started
+    return {"events": accepted, "seconds": seconds, "events_per_s": accepted / seconds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rate", type=float, default=200)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--events-rate", type=float, default=500)
+    ap.add_argument("--model", default="sasrec")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    key = setup(args.model)
+    from tansuo.config import Settings
+    from tansuo.data.store import open_store
+
+    with open_store(Settings(home=HOME).resolved_database_url) as store:
+        users = sorted(store.events(["user_id"])["user_id"].unique().tolist())[:1500]
+        items = store.items()["item_id"].tolist()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "TANSUO_HOME": str(HOME), "TANSUO_RATE_LIMIT_PER_MINUTE": "0"}
+    server = subprocess.Popen([sys.executable, "-m", "tansuo.cli", "serve", "--port",
+                               str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        import httpx
+
+        for _ in range(1200):
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.25)
+        version = httpx.get(f"{url}/v1/health").json()["model_version"]
+        asyncio.run(load(url, key, users, items, 20, 5, 0))  # warm-up
+        result = asyncio.run(load(url, key, users, items, args.rate, args.seconds,
+                                  args.events_rate))
+        ingest = ingest_throughput(url, key, users, items)
+    finally:
+        server.terminate()
+        server.wait(30)
+    ok = lambda b: "met" if b else "NOT met"  # noqa: E731
+    text = "\n".join([
+        "```", f".venv/bin/python benchmarks/bench_service.py --rate {args.rate:g} --seconds "
+        f"{args.seconds:g} --events-rate {args.events_rate:g} --model {args.model}", "```", "",
+        f"`tansuo serve` on the synthetic shop with `{version}` serving, default policy "
+        "(interest-level Thompson sampling, explore 0.1, Monte-Carlo propensities); the load "
+        "generator runs on the same 2 cores.", "",
+        "| measure | value | target |", "|---|---|---|",
+        f"| recommendations sent / achieved rate | {result['requests']:,} / "
+        f"{result['achieved_rps']:.0f} per s | 200 per s for 60 s |",
+        f"| latency p50 | {result['p50_ms']:.1f} ms | ≤ 5 ms ({ok(result['p50_ms'] <= 5)}) |",
+        f"| latency p90 / p99 / max | {result['p90_ms']:.1f} / {result['p99_ms']:.1f} / "
+        f"{result['max_ms']:.0f} ms | p99 ≤ 25 ms ({ok(result['p99_ms'] <= 25)}) |",
+        f"| errors | {result['errors']} {result['error_kinds'] or ''} | 0 |",
+        f"| events streamed meanwhile | {result['events_streamed']:,} | 500 per s |",
+        f"| HTTP ingestion, batches of 1,000 | {ingest['events_per_s']:,.0f} events/s | "
+        f"≥ 5,000 ({ok(ingest['events_per_s'] >= 5000)}) |",
+    ])
+    print(text)
+    if not args.no_write:
+        write_block("bench_service", "Service under load (issue 7)", text)
+
+
+if __name__ == "__main__":
+    main()
