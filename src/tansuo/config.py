@@ -69,6 +69,9 @@ class Settings(BaseSettings):
         1200, ge=0, description="Service: requests per minute per API key (0 = unlimited).")
     max_request_bytes: int = Field(
         5_000_000, gt=0, description="Service: largest request body accepted (bytes).")
+    serve_threads: int = Field(
+        1, ge=1, description="Service: BLAS/torch threads per request (1 serves many requests "
+                             "at once without oversubscribing the cores).")
     max_batch: int = Field(
         10_000, gt=0, description="Service: most events or items in one request.")
     text_model: str | None = Field(

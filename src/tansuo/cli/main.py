@@ -654,3 +654,4 @@ from tansuo.cli import interests as _interests  # noqa: E402,F401
 from tansuo.cli import ope as _ope  # noqa: E402,F401
 from tansuo.cli import ops as _ops  # noqa: E402,F401
 from tansuo.cli import service as _service  # noqa: E402,F401
+from tansuo.cli import simulate as _simulate  # noqa: E402,F401

@@ -16,8 +16,9 @@ for diversity with maximal marginal relevance (MMR) on item vectors. The one ``e
     *interest*: one of the user's known interests, a fading one, or an unexplored neighbour of
     known ones (the interest units nearest to them), chosen by Thompson sampling from
     Beta(clicks + a, shows − clicks + b) per (user, interest) — the prior mean of a known
-    interest is its share of the user's profile — or by UCB1; the slot gets that interest's
-    best remaining item. Non-exploring slots take the next exploitation item.
+    interest is its share of the user's profile, of an unexplored one ``novel_prior`` (an
+    optimistic start) — or by UCB1; the slot gets that interest's best remaining item.
+    Non-exploring slots take the next exploitation item.
 ``item-ts``
     like ``interest-ts`` but an exploring slot goes to the remaining pool item with the highest
     draw from its own Beta(clicks + 1, shows − clicks + 1) posterior (one draw per item per
@@ -61,6 +62,9 @@ class PolicyConfig:
     """Unexplored interest units considered per known interest (nearest centroids)."""
     prior_strength: float = 2.0
     """Pseudo-observations of the Beta prior of an interest (mean = its profile share)."""
+    novel_prior: float = 0.15
+    """Prior mean of an interest the user has not shown yet (an unexplored neighbour): an
+    optimistic start, so exploring slots try new interests until clicks say otherwise."""
     ucb_c: float = 1.0
     propensity_draws: int = 200
     """Monte-Carlo slate redraws for the propensities of stochastic strategies (standard
@@ -77,6 +81,7 @@ class PolicyConfig:
                   (self.pool >= 1, f"pool must be ≥ 1, got {self.pool}"),
                   (self.neighbours >= 0, f"neighbours must be ≥ 0, got {self.neighbours}"),
                   (self.prior_strength > 0, "prior_strength must be > 0"),
+                  (0.0 < self.novel_prior < 1.0, "novel_prior must be in (0, 1)"),
                   (self.ucb_c >= 0, "ucb_c must be ≥ 0"),
                   (self.propensity_draws >= 1, "propensity_draws must be ≥ 1")]
         for ok, message in checks:
@@ -189,7 +194,8 @@ class SlatePolicy:
         a, b, shows = np.empty(len(units)), np.empty(len(units)), np.empty(len(units))
         for j, u in enumerate(units):
             clicks, n = self.interest_stats.get((user, u), (0.0, 0.0))
-            mean = min(max(ctx.interests.get(u, 0.0), 0.02), 0.98)
+            share = ctx.interests.get(u)
+            mean = c.novel_prior if share is None else min(max(share, 0.02), 0.98)
             a[j] = clicks + c.prior_strength * mean
             b[j] = n - clicks + c.prior_strength * (1 - mean)
             shows[j] = n
@@ -283,7 +289,7 @@ class SlatePolicy:
                          c.explore, "exact")
         order = self._exploit_order(scores, candidates, ctx, k)
         units = self._candidate_units(ctx) if c.strategy.startswith("interest") else []
-        total = sum(s[1] for (u, _), s in self.interest_stats.items() if u == user)
+        total = sum(self.interest_stats.get((user, u), (0.0, 0.0))[1] for u in units)
         seed = int.from_bytes(hashlib.blake2b(f"{c.seed}:{request_id}".encode(),
                                               digest_size=8).digest(), "little")
         rng = np.random.default_rng(seed)
