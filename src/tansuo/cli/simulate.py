@@ -39,10 +39,12 @@ def _strategies(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _pct(x: float | None, signed: bool = True) -> str:
-    if x is None:
-        return "—"
-    return f"{x:+.1%}" if signed else f"{x:.1%}"
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:+.1%}"
+
+
+def _points(x: float | None) -> str:
+    return "—" if x is None else f"{x * 100:+.1f} pt"
 
 
 @app.command("simulate")
@@ -137,7 +139,7 @@ def simulate_cmd(
         claim = run["claim"]
         table.add_row(run["label"], f"{run['ctr_short']:.2%}", f"{run['ctr_long']:.2%}",
                       f"{run['discovery']:.1%}", _pct(vs.get("short_cost")),
-                      _pct(vs.get("long_lift")), _pct(vs.get("discovery_gain")),
+                      _pct(vs.get("long_lift")), _points(vs.get("discovery_gain")),
                       "baseline" if claim is None else ("holds" if claim["holds"] else "no"),
                       f"{run['seconds']:.0f}")
     out.print(table)

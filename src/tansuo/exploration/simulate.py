@@ -12,8 +12,8 @@ level-2 category of the shop; the shift detector off). The shop's malformed rows
 timestamps, unknown types, missing user, negative dwell) and its bots are dropped first.
 
 **Requests.** ``requests`` of the shop's own *view* events after the cut are drawn uniformly
-(seeded, without replacement while there are enough) and each becomes one request at that
-user's and time: users are served in proportion to their activity, at the hours and days they
+(seeded, without replacement while there are enough) and each becomes one request of that
+user at that time: users are served in proportion to their activity, at the hours and days they
 were really active, only after they joined. The request sequence and the click draws are fixed
 by ``seed`` alone, so every policy compared meets the same users at the same times with the
 same random numbers (common random numbers): differences are the policy's.
@@ -51,7 +51,10 @@ an item of their latent interest. Discovery share = users whose latent interest 
 users served at least once who hold a latent interest. Short-run CTR = clicks per impression
 over the first ``short_run`` requests (default 2,000); long-run CTR = over the last half of
 the requests. Propensities are not needed, so the policy runs with ``propensity_draws = 1``
-(its slates are drawn from a separate request-seeded stream: what is shown does not change).
+(its slates are drawn from a separate request-seeded stream: what is shown does not change),
+and each user gets their own policy object sharing the item posteriors
+(:class:`PolicyPerUser`: the same slates as one shared policy, at a cost per request that does
+not grow with the number of users).
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -73,7 +76,10 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from tansuo.data.schema import EventType, split_category
-from tansuo.exploration.policy import PolicyConfig, SlatePolicy, UserContext
+from tansuo.exploration.policy import PolicyConfig, Slate, SlatePolicy, UserContext
+
+if TYPE_CHECKING:
+    from tansuo.interests.profile import InterestTracker
 
 __all__ = [
     "ClickModel",
@@ -83,6 +89,7 @@ __all__ = [
     "prepare_shop",
     "warm_tracker",
     "Simulator",
+    "PolicyPerUser",
     "RunResult",
     "SimulationResult",
     "simulate",
@@ -269,8 +276,7 @@ def prepare_shop(config: Any = None, home: str | Path = "tansuo-data",
         try:
             stored = json.loads(meta.read_text())
             fresh = (stored.get("version") == GENERATOR_VERSION
-                     and json.dumps(stored.get("config"), sort_keys=True) == json.dumps(
-                         json.loads(doc), sort_keys=True))
+                     and stored.get("config") == json.loads(doc))
         except (OSError, ValueError):
             fresh = False
     if not fresh:
@@ -280,7 +286,7 @@ def prepare_shop(config: Any = None, home: str | Path = "tansuo-data",
 
 def warm_tracker(shop: Shop, warm_days: float = 60.0, home: str | Path = "tansuo-data",
                  text_model: str | None = None, *, item_vectors: np.ndarray | None = None,
-                 progress: bool = False) -> Any:
+                 progress: bool = False) -> InterestTracker:
     """An InterestTracker over the shop's catalogue filled with its events before
     ``warm_days`` (the shift detector off: the loop does not use it).
 
@@ -335,6 +341,9 @@ class RunResult:
     """Clicks per request on items of the user's latent interest."""
     explored: np.ndarray
     """Exploring slots per request."""
+    explored_new: np.ndarray
+    """Exploring slots per request that went to an interest unit the user's profile did not
+    hold (interest strategies only)."""
     discovered: dict[str, int]
     """User → index of the request where their latent interest got its first click."""
     latent_users: int
@@ -381,6 +390,9 @@ class RunResult:
                 "discovered_users": len(self.discovered), "latent_users": self.latent_users,
                 "latent_clicks": int(self.latent_clicks.sum()),
                 "explored_share": float(self.explored.sum() / max(self.shown.sum(), 1)),
+                "explored_new_share": float(self.explored_new.sum()
+                                            / max(self.explored.sum(), 1))
+                if self.policy.strategy.startswith("interest") else None,
                 "seconds": round(self.seconds, 2)}
 
 
@@ -472,6 +484,39 @@ class SimulationResult:
 # --------------------------------------------------------------------------------------------
 
 
+class PolicyPerUser:
+    """One :class:`SlatePolicy` per user, all sharing the item posteriors: the same slates as
+    a single policy serving everyone, at a cost that does not grow with the number of users.
+
+    A single policy's :meth:`SlatePolicy.slate` sums the user's shows over the statistics of
+    *all* (user, interest) pairs, so a request costs O(every user's statistics); here each
+    user's policy holds only that user's pairs (the only ones it reads), and ``item_stats`` is
+    one dict shared by all (item-level posteriors are shared across users)."""
+
+    def __init__(self, config: PolicyConfig, unit_of: np.ndarray | None = None,
+                 centroids: np.ndarray | None = None, item_vectors: np.ndarray | None = None
+                 ) -> None:
+        self._args = (config, unit_of, centroids, item_vectors)
+        self.item_stats: dict[int, list[float]] = {}
+        self.policies: dict[str, SlatePolicy] = {}
+        SlatePolicy(*self._args)  # validates the configuration now, not at the first user
+
+    def _of(self, user: str) -> SlatePolicy:
+        pol = self.policies.get(user)
+        if pol is None:
+            pol = self.policies[user] = SlatePolicy(*self._args)
+            pol.item_stats = self.item_stats
+        return pol
+
+    def slate(self, user: str, scores: np.ndarray, k: int = 10,
+              context: UserContext | None = None, exclude: np.ndarray | None = None,
+              request_id: str | None = None) -> Slate:
+        return self._of(user).slate(user, scores, k, context, exclude, request_id)
+
+    def feedback(self, user: str, slate: Slate, clicked: Sequence[int]) -> None:
+        self._of(user).feedback(user, slate, clicked)
+
+
 @dataclass
 class _Truth:
     interest: np.ndarray  # interest code per span
@@ -490,7 +535,8 @@ class Simulator:
     ``tracker`` holds the shop's events before ``config.warm_days`` (:func:`warm_tracker`);
     every run works on its own copy, so runs do not see each other."""
 
-    def __init__(self, shop: Shop, tracker: Any, config: SimConfig | None = None) -> None:
+    def __init__(self, shop: Shop, tracker: InterestTracker, config: SimConfig | None = None
+                 ) -> None:
         self.shop = shop
         self.tracker = tracker
         self.config = config or SimConfig()
@@ -604,17 +650,14 @@ class Simulator:
         return 1 - (1 - cm.noise) * (1 - exam * r), latent
 
     # -- the loop --------------------------------------------------------------------------
-    def _scores(self, state: Any) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, recently seen rows) from a tracker's UserState: cosine with the sum of the
-        unit long-term vector (decayed mean) and unit short-term vector (mean of the last
-        events' items) — what ``InterestTracker.profile`` reports, without its other parts."""
-        seen = np.array([row for _, row, _, _ in state.recent if row >= 0], dtype=np.int64)
-        vecs = []
-        if state.long_sum is not None:
-            vecs.append(_unit(state.long_sum))
-        if len(seen):
-            vecs.append(_unit(self.vectors[seen].mean(axis=0)))
-        vecs = [v for v in vecs if np.any(v)]
+    def _scores(self, tracker: InterestTracker, user: str) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, recently seen rows): cosine of every item with the normalised sum of the
+        user's long-term and short-term vectors; warm-start popularity when the tracker has
+        neither."""
+        state = tracker.users.get(user)
+        seen = np.array([] if state is None else [row for _, row, _, _ in state.recent
+                                                  if row >= 0], dtype=np.int64)
+        vecs = [v for v in tracker.user_vectors(user) if v is not None and np.any(v)]
         if not vecs:
             return self.popularity, seen
         return self.vectors @ _unit(np.sum(vecs, axis=0)).astype(np.float32), seen
@@ -628,26 +671,27 @@ class Simulator:
         memo = {id(self.space): self.space}
         if getattr(self.tracker, "vocabulary", None) is not None:
             memo[id(self.tracker.vocabulary)] = self.tracker.vocabulary
-        tracker = copy.deepcopy(self.tracker, memo)
-        tracker.vocabulary = None  # tags are not needed here; reads stay cheap
-        pol = SlatePolicy(replace(policy, propensity_draws=1), self.space.unit_of,
-                          self.space.centroids, self.vectors)
+        tracker = copy.deepcopy(self.tracker, memo)  # the space and tags are shared, read-only
+        pol = PolicyPerUser(replace(policy, propensity_draws=1), self.space.unit_of,
+                            self.space.centroids, self.vectors)
         n = c.requests
         clicks = np.zeros(n, dtype=np.int16)
         shown = np.zeros(n, dtype=np.int16)
         latent_clicks = np.zeros(n, dtype=np.int16)
         explored = np.zeros(n, dtype=np.int16)
+        explored_new = np.zeros(n, dtype=np.int16)
         discovered: dict[str, int] = {}
         with threadpool_limits(1):  # one matrix-vector product per request: threads only cost
             self._loop(tracker, pol, policy, progress, clicks, shown, latent_clicks, explored,
-                       discovered)
+                       explored_new, discovered)
         return RunResult(label or _label(policy), policy, clicks, shown, latent_clicks, explored,
-                         discovered, self.latent_users, c.short_run,
+                         explored_new, discovered, self.latent_users, c.short_run,
                          time.perf_counter() - started, self.stream)
 
-    def _loop(self, tracker: Any, pol: SlatePolicy, policy: PolicyConfig, progress: bool,
+    def _loop(self, tracker: Any, pol: PolicyPerUser, policy: PolicyConfig, progress: bool,
               clicks: np.ndarray, shown: np.ndarray, latent_clicks: np.ndarray,
-              explored: np.ndarray, discovered: dict[str, int]) -> None:
+              explored: np.ndarray, explored_new: np.ndarray, discovered: dict[str, int]
+              ) -> None:
         c = self.config
         recent: dict[str, deque[int]] = {}
         pending = dict.fromkeys(self.organic, 0)
@@ -667,13 +711,9 @@ class Simulator:
                     i += 1
                 pending[user] = i
             exclude = self.created > t
-            state = tracker.users.get(user)
-            if state is not None:
-                scores, seen = self._scores(state)
-                interests = tracker.interests(user)
-                exclude[seen] = True
-            else:
-                scores, interests = self.popularity, []
+            scores, seen = self._scores(tracker, user)
+            exclude[seen] = True
+            interests = tracker.interests(user, text_tags=False)
             mine = recent.get(user)
             if mine:
                 exclude[list(mine)] = True
@@ -695,6 +735,8 @@ class Simulator:
             clicks[r], shown[r] = len(positions), len(items)
             latent_clicks[r] = int((hit & latent).sum())
             explored[r] = int((slate.explored != -1).sum())
+            explored_new[r] = sum(1 for u in slate.explored.tolist()
+                                  if u >= 0 and u not in ctx.interests)
             if latent_clicks[r] and user not in discovered:
                 discovered[user] = r
 
@@ -777,26 +819,27 @@ def plot_simulation(result: SimulationResult, path: str | Path, window: int | No
     n = result.runs[0].requests if result.runs else 0
     window = window or max(n // 10, 1)
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    skip = max(n // 100, 1)  # the first requests' cumulative CTR is noise
     for r in result.runs:
         x = np.arange(1, r.requests + 1)
         style = {"lw": 2.2, "color": "black"} if r is result.baseline else {"lw": 1.4}
-        axes[0].plot(x, r.ctr_curve(), label=r.label, **style)
-        axes[1].plot(x, r.windowed_ctr(window), **style)
+        axes[0].plot(x[skip - 1:], r.ctr_curve()[skip - 1:], label=r.label, **style)
+        axes[1].plot(x[window - 1:], r.windowed_ctr(window)[window - 1:], **style)
         axes[2].plot(x, r.discovery_curve(), **style)
     short = min(result.config.short_run, n)
     for ax in axes[:2]:
         ax.axvline(short, color="grey", ls=":", lw=1)
-    axes[0].set_title("cumulative CTR (clicks / impression)")
-    axes[1].set_title(f"CTR over the last {window:,} requests")
+    axes[0].set_title(f"cumulative CTR (clicks / impression), from request {skip:,}")
+    axes[1].set_title(f"CTR over the previous {window:,} requests")
     axes[2].set_title("discovery: share of users whose latent interest got a click")
     for ax in axes:
         ax.set_xlabel("requests")
         ax.grid(alpha=0.3)
-    axes[0].set_ylim(bottom=0)
-    axes[0].legend(fontsize=8, loc="lower right")
+    axes[0].legend(fontsize=8, loc="best")
+    organic = "" if result.config.organic else ", no organic traffic"
     fig.suptitle(f"online simulation on the synthetic shop: {n:,} requests, k = "
-                 f"{result.config.k}, seed {result.config.seed} (dotted: end of the short run)",
-                 fontsize=10)
+                 f"{result.config.k}, seed {result.config.seed}{organic} (dotted: end of the "
+                 "short run)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
