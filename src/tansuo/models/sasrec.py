@@ -233,6 +233,9 @@ class _Net(nn.Module):
         self.ln_out = nn.LayerNorm(d)
         causal = torch.tril(torch.ones(c.max_len, c.max_len, dtype=torch.bool))
         self.register_buffer("causal", causal, persistent=False)
+        # items with training interactions: only they compete in the training softmax (an item
+        # nobody has interacted with yet is not evidence against anything)
+        self.register_buffer("seen", torch.ones(n_items, dtype=torch.bool))
 
     def items(self, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Item representations (all items, or those at ``idx``)."""
@@ -430,6 +433,7 @@ class SASRec(Recommender):
         text_dim = int(data.item_text.shape[1]) if c.uses_text else 0
         self.n_items = data.n_items
         self.net = _Net(c, self.n_items, text_dim, len(EVENT_TYPES) + 2)
+        self.net.seen.zero_()  # _mark_seen turns on the items with interactions
         if c.uses_id and c.uses_text:
             self.net.id_mask.zero_()  # _mark_seen turns on the items with interactions
         if c.uses_text:
@@ -438,6 +442,8 @@ class SASRec(Recommender):
 
     def _mark_seen(self, data: TrainData) -> None:
         assert self.net is not None
+        now = torch.as_tensor(np.bincount(data.interactions.item, minlength=self.n_items) > 0)
+        self.net.seen.copy_(self.net.seen | now)
         if self.config.uses_id and self.config.uses_text:
             seen = np.bincount(data.interactions.item, minlength=self.n_items) > 0
             mask = self.net.id_mask.detach().cpu().numpy().ravel() > 0
@@ -520,7 +526,10 @@ class SASRec(Recommender):
             q = np.bincount(data.interactions.item, minlength=self.n_items) + 1.0
         else:
             q = np.ones(self.n_items)
+        never = ~net.seen.cpu().numpy()
+        q[never] = 0.0  # never sampled as negatives either
         q = q / q.sum()
+        never_t = torch.as_tensor(never, device=device) if never.any() else None
         q_t = torch.as_tensor(q, dtype=torch.float32, device=device)
         log_q = torch.log(q_t)
         best, best_state, stale = -1.0, None, 0
@@ -554,7 +563,10 @@ class SASRec(Recommender):
                     logits = torch.cat([pos_logit.unsqueeze(1), neg_logit], dim=1)
                     loss = F.cross_entropy(logits, torch.zeros_like(tv))
                 else:
-                    loss = F.cross_entropy(hv @ net.items().T, tv)
+                    logits = hv @ net.items().T
+                    if never_t is not None:
+                        logits = logits.masked_fill(never_t, float("-inf"))
+                    loss = F.cross_entropy(logits, tv)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -662,6 +674,7 @@ class SASRec(Recommender):
                              f"version {list(EVENT_TYPES)}: retrain it")
         state = {k.removeprefix("state."): torch.as_tensor(v) for k, v in arrays.items()
                  if k.startswith("state.")}
+        state.setdefault("seen", torch.ones(self.n_items, dtype=torch.bool))  # older saves
         self.net.load_state_dict(state)
         self.net.eval()
 
