@@ -270,6 +270,19 @@ def test_reload_refuses_without_a_model_and_swaps_when_forced(service):
     assert r.status_code == 409 and "no yardstick score" in r.json()["error"]["message"]
     r = httpx.post(f"{url}/v1/admin/reload", json={"force": True}, headers=h)
     assert r.status_code == 200 and r.json()["model_version"] != version
+    # with recorded yardstick scores, a worse model is refused and a better one swapped in
+    good = json.loads(run(service["home"], "train", "--model", "itemknn", "--evaluate",
+                          "--json").stdout)
+    assert 0 <= good["yardstick"]["ndcg@10"] <= 1
+    assert httpx.post(f"{url}/v1/admin/reload", json={"force": True},
+                      headers=h).json()["model_version"] == good["version"]
+    worse = json.loads(run(service["home"], "train", "--model", "itemknn:neighbors=1:last_n=1",
+                           "--evaluate", "--json").stdout)
+    r = httpx.post(f"{url}/v1/admin/reload", headers=h)
+    if worse["yardstick"]["ndcg@10"] < good["yardstick"]["ndcg@10"]:
+        assert r.status_code == 409 and "< serving" in r.json()["error"]["message"]
+    else:
+        assert r.status_code == 200
 
 
 def test_hot_swap_under_concurrent_load_fails_no_request(service):

@@ -583,6 +583,10 @@ def train_cmd(
         "--config", help='Model settings as JSON, e.g. \'{"neighbors": 100}\'.')] = None,
     no_promote: Annotated[bool, typer.Option(
         "--no-promote", help="Save the version without making it the latest.")] = False,
+    evaluate: Annotated[bool, typer.Option(
+        "--evaluate", help="First measure this model with the yardstick (leave-one-out "
+                           "NDCG@10, full ranking) and record it, so the service's reload can "
+                           "compare it with the model in service.")] = False,
     as_json: _JsonOpt = False,
 ) -> None:
     """Train a model on all interactions and save it, versioned, in the data directory."""
@@ -610,14 +614,29 @@ def train_cmd(
     fresh = cls(cfg)
     text = (item_text_matrix(inter.items, items, state.settings.home, state.settings.text_model)
             if fresh.wants_text() else None)
+    yardstick = None
+    if evaluate:
+        from tansuo.evaluation.protocols import leave_one_out
+        from tansuo.evaluation.runner import EvalConfig, run_phase
+
+        split = leave_one_out(inter)
+        if split.test.n_users == 0:
+            _fail("--evaluate: no user has the 3 interactions leave-one-out needs", 1)
+        _, per_user, *_ = run_phase(cls(cfg), split.test, EvalConfig(ks=(10,), n_boot=0),
+                                    item_text=text)
+        yardstick = {"protocol": "loo", "users": int(split.test.n_users),
+                     "ndcg@10": round(float(per_user["ndcg@10"].mean()), 6),
+                     "hr@10": round(float(per_user["hr@10"].mean()), 6)}
     trained = fresh.fit(TrainData(inter, item_text=text))
     seconds = _time.perf_counter() - started
     registry = ModelRegistry(state.settings.home)
     version = registry.save(trained, inter.users, inter.items,
                             {"dataset": label, "interactions": len(inter),
-                             "train_seconds": round(seconds, 3)},
+                             "train_seconds": round(seconds, 3),
+                             **({"yardstick": yardstick} if yardstick else {})},
                             make_latest=not no_promote)
     doc = {"version": version, "model": name, "dataset": label, "users": len(inter.users),
+           **({"yardstick": yardstick} if yardstick else {}),
            "items": len(inter.items), "interactions": len(inter),
            "train_seconds": round(seconds, 3), "latest": registry.latest() == version,
            "path": str(registry.root / version)}
