@@ -385,3 +385,14 @@ def test_clicks_on_served_slates_feed_posteriors_and_ope(service):
     assert ipw["observed_ctr"] > 0 and ipw["estimate"] == pytest.approx(ipw["observed_ctr"])
     greedy = json.loads(run(service["home"], "ope", "--n-boot", "50", "--json").stdout)
     assert {r["estimator"] for r in greedy} == {"ipw", "snips"}
+
+
+def test_the_sequence_model_serves(service):
+    url = service["url"]
+    run(service["home"], "train", "--model", "sasrec:epochs=2")
+    r = httpx.post(f"{url}/v1/admin/reload", json={"force": True}, headers=_h(service, "admin"))
+    assert r.status_code == 200 and r.json()["model_version"].endswith("-sasrec")
+    recs = httpx.get(f"{url}/v1/users/u3/recommendations", params={"k": 5, "explore": 0},
+                     headers=_h(service, "read")).json()
+    assert len(recs["items"]) == 5 and recs["model_version"].endswith("-sasrec")
+    assert all(i["score"] is not None for i in recs["items"])

@@ -17,7 +17,7 @@ def test_train_saves_versions_and_latest(tmp_path):
     home = tmp_path / "home"
     run(home, "import", "events", str(_store_csv(tmp_path)))
     first = json.loads(run(home, "train", "--json").stdout)
-    assert first["model"] == "itemknn" and first["latest"] and first["users"] == 60
+    assert first["model"] == "sasrec" and first["latest"] and first["users"] == 60
     second = json.loads(run(home, "train", "--model", "als:factors=8", "--config",
                             '{"iterations": 3}', "--no-promote", "--json").stdout)
     assert not second["latest"]
@@ -25,7 +25,7 @@ def test_train_saves_versions_and_latest(tmp_path):
     assert listing["latest"] == first["version"] and len(listing["versions"]) == 2
     registry = ModelRegistry(home)
     trained = registry.load()
-    assert trained.version == first["version"] and trained.model.name == "itemknn"
+    assert trained.version == first["version"] and trained.model.name == "sasrec"
     als = registry.load(second["version"])
     assert als.model.config.factors == 8 and als.model.config.iterations == 3
     user = als.users.index("u0")
