@@ -396,3 +396,39 @@ def test_the_sequence_model_serves(service):
                      headers=_h(service, "read")).json()
     assert len(recs["items"]) == 5 and recs["model_version"].endswith("-sasrec")
     assert all(i["score"] is not None for i in recs["items"])
+
+
+@pytest.mark.postgres
+def test_service_on_postgresql(pg_url, tmp_path):
+    """The same round trip on the production store: catalogue, events, recommendations that
+    follow new events, erasure."""
+    _data(tmp_path)
+    home = tmp_path / "home"
+    run(home, "--database-url", pg_url, "import", "items", str(tmp_path / "items.csv"))
+    run(home, "--database-url", pg_url, "import", "events", str(tmp_path / "events.csv"))
+    engine = Engine(Settings(home=home, database_url=pg_url, rate_limit_per_minute=0))
+    key, _ = KeyStore(home).create(["admin"])
+    h = {"Authorization": f"Bearer {key}"}
+    with _Server(create_app(engine)) as url:
+        batch = [{"user_id": "pg", "item_id": f"A{j}", "type": "purchase",
+                  "timestamp": T0 + 50_000 + j} for j in range(3)]
+        assert httpx.post(f"{url}/v1/events", json=batch, headers=h).json()["accepted"] == 3
+        recs = httpx.get(f"{url}/v1/users/pg/recommendations", params={"explore": 0, "k": 3},
+                         headers=h).json()
+        assert all(i["item_id"].startswith("A") for i in recs["items"])
+        assert httpx.delete(f"{url}/v1/users/pg", headers=h).json()["events_removed"] == 3
+        assert httpx.get(f"{url}/v1/health").json()["users"] == 20
+    engine.close()
+
+
+def test_a_store_without_catalogue_still_serves(tmp_path):
+    (tmp_path / "e.csv").write_text("user_id,item_id,type,timestamp\n" + "".join(
+        f"u{u},i{(u + k) % 7},view,{T0 + u * 100 + k}\n" for u in range(6) for k in range(4)))
+    home = tmp_path / "home"
+    run(home, "import", "events", str(tmp_path / "e.csv"))
+    engine = Engine(Settings(home=home))
+    out = engine.ingest([{"user_id": "new", "item_id": "i3", "type": "view",
+                          "timestamp": T0 + 9_999}])
+    assert out["accepted"] == 1
+    assert len(engine.recommend("new", k=3).items) == 3
+    engine.close()

@@ -62,10 +62,15 @@ def build_tracker(events: pd.DataFrame, items: pd.DataFrame, home: Path,
     queries = events["query"].dropna() if "query" in events.columns else []
     with EmbeddingCache(cache_path(home)) as cache:
         ids, text, _ = encode_items(items, encoder, cache, progress)
-        vocabulary = TagVocabulary.build(
-            lambda t: encode_texts(t, encoder, cache, progress)[0],
-            categories=items["category"], titles=items["title"], queries=queries, extra=tags,
-            include_defaults=default_tags)
+        try:
+            vocabulary: TagVocabulary | None = TagVocabulary.build(
+                lambda t: encode_texts(t, encoder, cache, progress)[0],
+                categories=items["category"], titles=items["title"], queries=queries,
+                extra=tags, include_defaults=default_tags)
+        except ValueError:
+            vocabulary = None  # a catalogue of bare ids: interests keep their category names
+    if vocabulary is None and tags:
+        raise ValueError("no tag could be built from the tags given")
     space = build_space(ids.tolist(), text, items["category"].tolist(), model_vectors,
                         vocabulary, space_config)
     tracker = InterestTracker(space, profile_config, vocabulary)
