@@ -423,3 +423,15 @@ def test_now_is_read_at_import_time(db: EventStore, tmp_path: Path) -> None:
     assert report.accepted == 1
     assert abs(db.events(["timestamp"])["timestamp"][0] - (time.time() + 23 * 3600) * 1000) \
         < 120_000
+
+
+def test_item_created_at_far_outside_any_calendar_is_rejected_not_a_crash():
+    from tansuo.data.cleaning import ItemCleaner
+    from tansuo.data.formats import FORMATS, RawChunk
+
+    frame = pd.DataFrame({"item_id": ["a", "b", "c"], "title": ["x", "y", "z"],
+                          "created_at": [1.8446744073709552e25, 9.223372036854776e24,
+                                         "2026-01-01T00:00:00Z"]}).astype(object)
+    clean = ItemCleaner(FORMATS["jsonl"], {}, "UTC").clean(RawChunk(frame, [1, 2, 3]), "t")
+    assert clean.frame["item_id"].tolist() == ["c"]
+    assert {r.reason for r in clean.rejects} == {"invalid_created_at"}

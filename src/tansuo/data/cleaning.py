@@ -594,6 +594,8 @@ class ItemCleaner:
                   lambda i: f"attributes {attrs[i]!r} is not a JSON object")
         created_s = cols["created_at"]
         created = parse_timestamps(created_s, "auto", self.timezone).to_numpy()
+        lo, hi = _PANDAS_MS_RANGE  # beyond years 1677..2262 is no creation date (nor an int64)
+        created[(created < lo) | (created > hi)] = np.nan
         rj.reject(_text(created_s).notna().to_numpy() & np.isnan(created), "invalid_created_at",
                   lambda i: f"created_at {created_s[i]!r} is not a date/time")
         keep = rj.alive
