@@ -144,18 +144,21 @@ class Engine:
         types = events["type"].astype(str).to_numpy()
         ts = events["timestamp"].to_numpy(dtype=np.int64)
         for u, r, t in zip(users, rows, types, strict=True):
-            if r < 0:
-                continue
-            if t == "dislike":
-                self.disliked[u].add(int(r))
-            elif float(self.settings.event_weights.get(t, 1.0)) > 0:
-                self.history[u].append(int(r))
+            if r >= 0:
+                self._remember(u, int(r), t)
         ok = rows >= 0
         np.add.at(self.item_events, rows[ok], 1.0)
         recent = ok & (ts >= self.last_ts - 7 * _MS_DAY)
         age = (self.last_ts - ts[recent]) / _MS_DAY
         np.add.at(self._trend, rows[recent], np.exp(-age / 3.0))
         self._co = _co_purchases(users[ok], rows[ok], types[ok], ts[ok], n)
+
+    def _remember(self, user: str, row: int, typ: str) -> None:
+        """A dislike excludes the item for good; a positive event joins the user's history."""
+        if typ == "dislike":
+            self.disliked[user].add(row)
+        elif float(self.settings.event_weights.get(typ, 1.0)) > 0:
+            self.history[user].append(row)
 
     def _load_model(self) -> None:
         from tansuo.models.registry import ModelRegistry
@@ -218,10 +221,7 @@ class Engine:
                                 _str(row.query))
             r = space.rows([item])[0] if item else -1
             if r >= 0:
-                if typ == "dislike":
-                    self.disliked[user].add(int(r))
-                elif float(self.settings.event_weights.get(typ, 1.0)) > 0:
-                    self.history[user].append(int(r))
+                self._remember(user, int(r), typ)
                 self.item_events[r] += 1
             self.last_ts = max(self.last_ts, ts)
             self._credit_click(user, typ, row.request_id, row.position)
