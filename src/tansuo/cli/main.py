@@ -377,9 +377,18 @@ def demo_cmd(
     ctx.invoke(interests_cmd, ctx=ctx, user="U000002", dataset=None, timeline=False,
                plot=None, window="week", half_life_days=30.0, tags=None, use_model=True,
                as_json=False)
+    from tansuo.service.insights import latest_evaluation_path
+
+    if not latest_evaluation_path(home).exists():
+        err.print("[bold]the baselines on the yardstick[/] (tansuo evaluate --models "
+                  "pop,itemknn; the dashboard's evaluation view)")
+        ctx.invoke(evaluate_cmd, ctx=ctx, models="pop,itemknn", dataset=None, protocol="loo",
+                   k="10,20", tune_models=False, include_seen=False, seed=0, seeds=None,
+                   json_path=None, html_path=None)
     key, record = KeyStore(home).create(["read", "ingest"], "demo")
     # plain prints: a terminal-width wrap must not break the key
     print(f"\nAPI key (read, ingest; shown once):\n{key}")
+    print(f"Dashboard (opens with the key): http://127.0.0.1:{port}/#key={key}")
     print(f"try:\ncurl -H 'Authorization: Bearer {key}' "
           f"http://127.0.0.1:{port}/v1/users/U000002/recommendations")
     print(f"OpenAPI: http://127.0.0.1:{port}/docs", flush=True)
@@ -441,18 +450,23 @@ def evaluate_cmd(
                          ] = None,
     html_path: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")
                          ] = None,
+    peers: Annotated[Path | None, typer.Option(
+        "--peers", help="A directory of peer result files (benchmarks/peers/results: RecBole, "
+                        "implicit on the same split) to show next to our models.")] = None,
 ) -> None:
     """Leak-free full-ranking evaluation of models, with CIs and beyond-accuracy measures."""
     from tansuo.evaluation.protocols import make_split
     from tansuo.evaluation.report import (
         item_features,
         item_text_matrix,
+        load_peers,
         write_html,
         write_json,
     )
     from tansuo.evaluation.runner import EvalConfig, evaluate
     from tansuo.models import MODELS
     from tansuo.models.spec import model_factories
+    from tansuo.service.insights import latest_evaluation_path
 
     state = _state(ctx)
     try:
@@ -485,6 +499,13 @@ def evaluate_cmd(
                                 state.settings.text_model)
     report = evaluate(split, seeded, cfg, label, category, vectors, do_tune=tune_models,
                       item_text=text, seeds=seed_list)
+    if peers is not None:
+        try:
+            report.peers = load_peers(peers, label)
+        except ValueError as exc:
+            _fail(f"--peers {peers}: {exc}", 2)
+    # the dashboard's evaluation view shows the latest report of this data directory
+    write_json(report, latest_evaluation_path(state.settings.home))
     if json_path:
         write_json(report, json_path)
     if html_path:

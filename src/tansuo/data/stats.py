@@ -10,7 +10,7 @@ import numpy as np
 
 from tansuo.data.store import EventStore
 
-__all__ = ["StoreStats", "store_stats"]
+__all__ = ["StoreStats", "daily_activity", "store_stats"]
 
 
 @dataclass
@@ -85,3 +85,28 @@ def store_stats(store: EventStore) -> StoreStats:
         quarantined_by_reason=quarantined,
         dataset=store.get_meta("dataset"),
     )
+
+
+def daily_activity(store: EventStore, days: int | None = None) -> dict[str, Any]:
+    """Per UTC day: events by type and distinct active users (the last ``days`` days of data
+    when given), for charts."""
+    q = store._fetchall
+    where = ""
+    params: list[Any] = []
+    if days is not None:
+        last = q("SELECT MAX(ts) FROM events")[0][0]
+        if last is not None:
+            where = " WHERE ts >= ?"
+            params = [(int(last) // 86_400_000 - days + 1) * 86_400_000]
+    by_type: dict[str, dict[str, int]] = {}
+    for d, t, n in q(f"SELECT ts / 86400000 AS d, type, COUNT(*) FROM events{where} "
+                     "GROUP BY ts / 86400000, type ORDER BY d", params):
+        by_type.setdefault(str(t), {})[_day(d)] = int(n)
+    active = {_day(d): int(n) for d, n in q(
+        f"SELECT ts / 86400000 AS d, COUNT(DISTINCT user_id) FROM events{where} "
+        "GROUP BY ts / 86400000 ORDER BY d", params)}
+    return {"days": sorted(active), "events_by_type": by_type, "active_users": active}
+
+
+def _day(d: Any) -> str:
+    return datetime.fromtimestamp(int(d) * 86400, tz=UTC).date().isoformat()

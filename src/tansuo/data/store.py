@@ -382,7 +382,10 @@ class EventStore(ABC):
         unknown = set(columns) - set(EVENT_COLUMNS) - {"unknown_item", "seq"}
         if unknown:
             raise StoreError(f"unknown event columns {sorted(unknown)}; expected {EVENT_COLUMNS}")
-        db_cols = ["ts" if c == "timestamp" else c for c in columns]
+        # with after_seq the few new rows are read by the seq key and sorted here: ordering in
+        # SQL would make the planner walk the whole (user_id, ts, seq) index instead
+        fetch = list(columns) if after_seq is None or "seq" in columns else [*columns, "seq"]
+        db_cols = ["ts" if c == "timestamp" else c for c in fetch]
         sql = f"SELECT {', '.join(db_cols)} FROM events"
         params: list[Any] = []
         if user_ids is not None:
@@ -394,9 +397,15 @@ class EventStore(ABC):
         if after_seq is not None:
             sql += (" AND" if params else " WHERE") + " seq > ?"
             params = [*params, int(after_seq)]
-        sql += " ORDER BY user_id, ts, seq"
+        sql += " ORDER BY user_id, ts, seq" if after_seq is None else " ORDER BY seq"
         rows = self._fetchall(sql, params)
-        frame = pd.DataFrame.from_records(rows, columns=list(columns), coerce_float=False)
+        frame = pd.DataFrame.from_records(rows, columns=fetch, coerce_float=False)
+        if after_seq is not None and len(frame):
+            ts = "timestamp" if "timestamp" in fetch else None
+            keys = [k for k in ("user_id", ts) if k and k in fetch] + ["seq"]
+            order = np.lexsort([frame[k].to_numpy() for k in reversed(keys)])
+            frame = frame.iloc[order].reset_index(drop=True)
+        frame = frame[list(columns)]
         for c in columns:
             if c in ("timestamp", "seq"):
                 frame[c] = frame[c].astype("int64")

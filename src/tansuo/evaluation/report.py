@@ -21,7 +21,7 @@ from tansuo.data.store import EventStore, open_store
 from tansuo.evaluation.protocols import Interactions, interactions_from_events
 from tansuo.evaluation.runner import EvalReport
 
-__all__ = ["load_events", "item_features", "write_html", "write_json"]
+__all__ = ["load_events", "load_peers", "item_features", "write_html", "write_json"]
 
 
 def load_events(dataset: str | None, store: EventStore | None, home: Path,
@@ -83,6 +83,36 @@ def item_features(inter: Interactions, items: pd.DataFrame, train: Interactions,
         _, s, vt = svds(m, k=k, random_state=0)
         vectors = (vt.T * s).astype(np.float32)
     return category, vectors
+
+
+def load_peers(directory: Path, dataset: str) -> dict[str, dict[str, Any]]:
+    """Peer results written by ``benchmarks/peers/run_peers.py``: every ``*.json`` in
+    ``directory`` with a ``name`` and ``test`` metrics (others, such as cross-checks, are
+    skipped). A peer whose ``protocol`` does not name ``dataset`` is an error: its numbers
+    would sit next to ours on a different split."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError("not a directory")
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(directory.glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path.name} is not JSON ({exc})") from exc
+        if not isinstance(doc, dict) or "name" not in doc or "test" not in doc:
+            continue
+        if dataset not in str(doc.get("protocol", "")):
+            raise ValueError(f"{path.name} was not run on {dataset} (its protocol: "
+                             f"{doc.get('protocol')!r})")
+        out[str(doc["name"])] = {
+            "library": doc.get("library"), "model": doc.get("model"),
+            "metrics": doc["test"], "ci": doc.get("ci") or {},
+            "train_seconds": doc.get("train_seconds"), "protocol": doc.get("protocol"),
+            "note": doc.get("evaluation"),
+            "stopped_by_time_budget": doc.get("stopped_by_time_budget")}
+    if not out:
+        raise ValueError("no peer result files (*.json with name and test metrics)")
+    return out
 
 
 def write_json(report: EvalReport, path: Path) -> None:

@@ -134,6 +134,8 @@ class EvalReport:
     config: EvalConfig
     models: dict[str, ModelResult]
     paired: dict[str, dict[str, Any]] = field(default_factory=dict)
+    peers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Other libraries' results on the same split (``tansuo evaluate --peers DIR``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +146,7 @@ class EvalReport:
             "exclude_seen": self.config.exclude_seen,
             "models": {n: r.to_dict() for n, r in self.models.items()},
             "paired": self.paired,
+            "peers": self.peers,
         }
 
 

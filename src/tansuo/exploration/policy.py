@@ -236,13 +236,16 @@ class SlatePolicy:
             cand = order[keep]
             unit_mask = uo[keep][None, :] == np.asarray(units)[:, None]
             a, b, shows = self._unit_priors(user, units, ctx)
+            # an interest is drawn only for the slots that explore (the others never use it)
+            choice = np.zeros((draws, kk), dtype=np.int64)
+            n_go = int(flags.sum())
             if c.strategy == "interest-ucb":
                 ucb = a / (a + b) + c.ucb_c * np.sqrt(np.log(total_shows + 2)
                                                       / (shows + c.prior_strength))
-                noise = rng.random((draws, kk, len(units))) * 1e-9  # random tie-breaks
-                choice = np.argmax(ucb[None, None, :] + noise, axis=2)
+                noise = rng.random((n_go, len(units))) * 1e-9  # random tie-breaks
+                choice[flags] = np.argmax(ucb[None, :] + noise, axis=1)
             else:
-                choice = np.argmax(rng.beta(a, b, size=(draws, kk, len(units))), axis=2)
+                choice[flags] = np.argmax(rng.beta(a, b, size=(n_go, len(units))), axis=1)
         used = np.zeros((draws, len(cand)), dtype=bool)
         items = np.empty((draws, kk), dtype=np.int64)
         explored = none.copy()
@@ -293,7 +296,11 @@ class SlatePolicy:
         seed = int.from_bytes(hashlib.blake2b(f"{c.seed}:{request_id}".encode(),
                                               digest_size=8).digest(), "little")
         rng = np.random.default_rng(seed)
-        many, explored_many = self._draw(user, order, k, ctx, rng, units, total, 1)
+        monte_carlo = c.strategy not in ("greedy", "epsilon") and c.explore > 0
+        # one call draws the served slate (row 0) and, for sampling strategies, the
+        # independent slates its Monte-Carlo propensities are counted from (rows 1..)
+        many, explored_many = self._draw(user, order, k, ctx, rng, units, total,
+                                         1 + c.propensity_draws if monte_carlo else 1)
         items, explored = many[0], explored_many[0]
         n = len(items)
         if c.strategy == "greedy" or c.explore == 0:
@@ -305,8 +312,7 @@ class SlatePolicy:
                 pool)
             method = "exact"
         else:
-            sims, _ = self._draw(user, order, k, ctx, np.random.default_rng(seed + 1), units,
-                                 total, c.propensity_draws)
+            sims = many[1:]
             counts = (sims[:, :n] == items[None, :]).sum(axis=0)
             prop = np.maximum(counts, 1.0) / c.propensity_draws
             method = f"monte-carlo ({c.propensity_draws} draws)"

@@ -370,6 +370,8 @@ class SASRec(Recommender):
         self.training_log: list[dict[str, Any]] = []
         self.best_epoch: int = 0
         self._warned_device = False
+        self._item_cache: tuple[Any, np.ndarray] | None = None
+        self._tensors: tuple[Any, list[torch.Tensor]] | None = None
 
     @property
     def seconds_to_best(self) -> float:
@@ -627,8 +629,7 @@ class SASRec(Recommender):
             raise ValueError("SASRec is not fitted")
         if not len(history):
             return np.zeros((0, self.config.hidden), dtype=np.float32)
-        device = self._device()
-        self.net.to(device).eval()
+        device = self._serving()
         arrays = self._inputs(history, context)
         with self._threads(), torch.inference_mode():
             out = []
@@ -637,12 +638,32 @@ class SASRec(Recommender):
                 out.append(self.net(*batch)[:, -1].float().cpu().numpy())
         return np.concatenate(out).astype(np.float32)
 
+    def _serving(self) -> torch.device:
+        """Put the network on its device in eval mode, only when it is not already (a
+        service calls this per request)."""
+        assert self.net is not None
+        device = self._device()
+        if self.net.seen.device != device:
+            self.net.to(device)
+        if self.net.training:
+            self.net.eval()
+        return device
+
     def item_vectors(self) -> np.ndarray:
-        """Every item's representation (the output weights), n_items × hidden."""
+        """Every item's representation (the output weights), n_items × hidden; cached until
+        any weight changes (torch bumps a tensor's version on every in-place update)."""
         if self.net is None:
             raise ValueError("SASRec is not fitted")
-        with self._threads(), torch.inference_mode():
-            return self.net.items().float().cpu().numpy().astype(np.float32)
+        if self._tensors is None or self._tensors[0] is not self.net:
+            self._tensors = (self.net, [*self.net.parameters(), *self.net.buffers()])
+        key = (id(self.net), tuple(t._version for t in self._tensors[1]))
+        if self._item_cache is None or self._item_cache[0] != key:
+            self._serving()
+            with self._threads(), torch.inference_mode():
+                vectors = self.net.items().float().cpu().numpy().astype(np.float32)
+            vectors.setflags(write=False)
+            self._item_cache = (key, vectors)
+        return self._item_cache[1]
 
     def score(self, users: np.ndarray, history: Sequence[np.ndarray],
               context: HistoryContext | None = None) -> np.ndarray:

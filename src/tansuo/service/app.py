@@ -7,6 +7,7 @@ OpenAPI at ``/docs`` (and ``/openapi.json``); every 4xx body is
 
 from __future__ import annotations
 
+import gc
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
@@ -17,7 +18,9 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel, ConfigDict
 
 from tansuo.service.auth import AuthError, KeyStore, RateLimiter
+from tansuo.service.dashboard import add_dashboard
 from tansuo.service.engine import Engine, ServiceError
+from tansuo.service.insights import Insights
 
 __all__ = ["create_app"]
 
@@ -65,6 +68,31 @@ def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
                         status_code=status)
 
 
+class _SizeLimit:
+    """Refuse a request whose declared body exceeds ``limit`` bytes (413) or whose
+    Content-Length is not a number (400), before anything reads it. Plain ASGI: a
+    ``BaseHTTPMiddleware`` would cost every request a task and a queue."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None:
+                try:
+                    too_big = int(length) > self.limit
+                except ValueError:
+                    return await _error(400, "Content-Length is not a number",
+                                        "Content-Length")(scope, receive, send)
+                if too_big:
+                    return await _error(
+                        413, f"request body of {length.decode('latin-1')} bytes exceeds the "
+                             f"limit of {self.limit} (TANSUO_MAX_REQUEST_BYTES)",
+                        "body")(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 def create_app(engine: Engine) -> FastAPI:
     settings = engine.settings
     keys = KeyStore(engine.home)
@@ -103,22 +131,10 @@ def create_app(engine: Engine) -> FastAPI:
         return JSONResponse({"error": {"status": 422, "message": f"{where}: {first['msg']}",
                                        "field": where}, "detail": errors}, status_code=422)
 
-    @app.middleware("http")
-    async def _limit_size(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None:
-            try:
-                too_big = int(length) > settings.max_request_bytes
-            except ValueError:
-                return _error(400, "Content-Length is not a number", "Content-Length")
-            if too_big:
-                return _error(413, f"request body of {length} bytes exceeds the limit of "
-                                   f"{settings.max_request_bytes} (TANSUO_MAX_REQUEST_BYTES)",
-                              "body")
-        return await call_next(request)
+    app.add_middleware(_SizeLimit, limit=settings.max_request_bytes)
 
     def scope(name: str) -> Any:
-        def check(authorization: Annotated[str | None, Header()] = None) -> str:
+        async def check(authorization: Annotated[str | None, Header()] = None) -> str:
             record = keys.verify(authorization, name)
             limiter.check(record.key_id)
             return record.key_id
@@ -144,9 +160,11 @@ def create_app(engine: Engine) -> FastAPI:
         _batch(len(items), "items")
         return engine.upsert_items([i.model_dump(exclude_none=True) for i in items])
 
+    # The hot path runs on the event loop (no thread hop: the work is CPU-bound under one
+    # GIL anyway) and returns its JSON directly, skipping response-model validation.
     @app.get("/v1/users/{user_id}/recommendations", tags=["read"],
-             dependencies=[scope("read")])
-    def recommendations(
+             dependencies=[scope("read")], response_model=None)
+    async def recommendations(
         user_id: Annotated[str, Path(min_length=1, max_length=256)],
         k: Annotated[int, Query(ge=1, le=200)] = 10,
         explore: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
@@ -158,7 +176,7 @@ def create_app(engine: Engine) -> FastAPI:
         exclude_seen: bool = True,
         strategy: Annotated[Literal["greedy", "epsilon", "interest-ts", "interest-ucb",
                                     "item-ts"] | None, Query()] = None,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """Explained recommendations: each item has a score, the probability the policy gave
         it (propensity) and a reason. An unknown user gets a trending, diversified slate."""
         rec = engine.recommend(user_id, k, explore, context, category,
@@ -167,7 +185,7 @@ def create_app(engine: Engine) -> FastAPI:
         served = engine.counters["slots_served"]
         if served:
             explore_share.set(engine.counters["slots_explored"] / served)
-        return rec.to_dict()
+        return JSONResponse(rec.to_dict())
 
     @app.get("/v1/items/{item_id}/similar", tags=["read"], dependencies=[scope("read")])
     def similar(item_id: Annotated[str, Path(min_length=1, max_length=256)],
@@ -193,6 +211,11 @@ def create_app(engine: Engine) -> FastAPI:
     @app.post("/v1/admin/reload", tags=["admin"], dependencies=[scope("admin")])
     def reload(body: ReloadIn | None = None) -> dict[str, Any]:
         out = engine.reload(force=bool(body and body.force))
+        if out.get("swapped") and gc.get_freeze_count():
+            # `tansuo serve` froze the loaded state; let the replaced model be collected
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
         if engine.model_version:
             model_info.clear()
             model_info.labels(engine.model_version).set(1)
@@ -201,6 +224,10 @@ def create_app(engine: Engine) -> FastAPI:
     @app.get("/v1/health", tags=["ops"])
     def health() -> dict[str, Any]:
         return engine.health()
+
+    insights = Insights(engine)
+    app.state.insights = insights
+    add_dashboard(app, insights, scope("read"))
 
     if engine.model_version:
         model_info.labels(engine.model_version).set(1)

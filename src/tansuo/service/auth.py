@@ -54,12 +54,20 @@ class KeyStore:
     def __init__(self, home: Path) -> None:
         self.path = Path(home) / "auth" / "keys.json"
         self._lock = threading.Lock()
+        self._cache: tuple[tuple[int, int, int], dict[str, ApiKey]] | None = None
 
     def _read(self) -> dict[str, ApiKey]:
-        if not self.path.exists():
+        """The key file, re-read whenever it changes on disk (so `tansuo keys revoke` takes
+        effect in a running service at once) and otherwise served from memory."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
             return {}
-        data = json.loads(self.path.read_text())
-        return {k["key_id"]: ApiKey(**k) for k in data.get("keys", [])}
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if self._cache is None or self._cache[0] != stamp:
+            data = json.loads(self.path.read_text())
+            self._cache = (stamp, {k["key_id"]: ApiKey(**k) for k in data.get("keys", [])})
+        return dict(self._cache[1])
 
     def _write(self, keys: dict[str, ApiKey]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -86,10 +86,12 @@ class Engine:
         self.policy_config = policy or PolicyConfig()
         self.progress = progress
         self.lock = threading.RLock()
+        self.write_lock = threading.Lock()
         self.home = Path(self.settings.home)
         self.home.mkdir(parents=True, exist_ok=True)
         self.store: EventStore = open_store(self.settings.resolved_database_url)
         self.served_log = self.home / "logs" / "served.jsonl"
+        self._log_file: Any = None
         self.started = time.time()
         self.model: Any = None
         self.model_version: str | None = None
@@ -121,6 +123,7 @@ class Engine:
                 ids = sorted(set(events["item_id"].dropna().astype(str)))
                 self.items = pd.DataFrame({"item_id": ids, "title": ids, "category": None,
                                            "brand": None, "description": None})
+            self.titles = _titles(self.items)
             self.tracker = None
             if not self.items.empty:
                 self.tracker = build_tracker(events, self.items, self.home,
@@ -193,15 +196,18 @@ class Engine:
         if not events:
             raise ServiceError(422, "the batch is empty: send at least one event", "events")
         frame = _frame(events, EVENT_COLUMNS)
-        with self.lock:
+        # writers queue on the write lock; requests wait only while the new events are folded
+        # into the in-memory state (the database write and its fsync happen outside it)
+        with self.write_lock:
             before = self.store.max_seq()
             try:
                 report = import_frame(self.store, frame, "events", source="http")
             except TansuoError as exc:
                 raise ServiceError(422, str(exc), "events") from exc
             fresh = self.store.events(list(_COLUMNS), after_seq=before)
-            self._fold(fresh)
-            self.counters["events_ingested"] += report.accepted
+            with self.lock:
+                self._fold(fresh)
+                self.counters["events_ingested"] += report.accepted
         return {"accepted": report.accepted, "duplicates": report.duplicates,
                 "rejected": [{"index": r["line"] - 1, "reason": r["reason"],
                               "detail": r["detail"]} for r in report.first_rejected],
@@ -248,7 +254,7 @@ class Engine:
         if not items:
             raise ServiceError(422, "no items: send at least one", "items")
         frame = _frame(items, ITEM_COLUMNS)
-        with self.lock:
+        with self.write_lock, self.lock:
             try:
                 report = import_frame(self.store, frame, "items", source="http")
             except TansuoError as exc:
@@ -279,13 +285,14 @@ class Engine:
                         if self._co is not None:
                             self._co.resize((len(space.item_ids), len(space.item_ids)))
                     self.items = stored
+                    self.titles = _titles(stored)
         return {"accepted": report.accepted, "rejected": [
             {"index": r["line"] - 1, "reason": r["reason"], "detail": r["detail"]}
             for r in report.first_rejected]}
 
     def erase(self, user_id: str) -> dict[str, Any]:
         """Remove the user's events, profile and served-slate log entries at once."""
-        with self.lock:
+        with self.write_lock, self.lock:
             removed = self.store.delete_user(user_id)
             had_profile = self.tracker is not None and self.tracker.users.pop(user_id,
                                                                                None) is not None
@@ -294,6 +301,7 @@ class Engine:
             self._posteriors.pop(user_id, None)
             for rid in [r for r, v in self._served.items() if v[0] == user_id]:
                 del self._served[rid]
+            self._close_log()
             slates = _drop_user_lines(self.served_log, user_id)
             erased = set(json.loads(self.store.get_meta("erased_users") or "[]"))
             erased.add(user_id)
@@ -337,9 +345,8 @@ class Engine:
         hist = self.history.get(user)
         if not hist:
             return self._trend + 1e-6 * self.item_events, True
-        text = self._interest_scores(user)
         if self.model is None or self._model_rows is None:
-            return text, False
+            return self._interest_scores(user), False
         known = self._model_rows >= 0
         model_hist = self._model_rows[np.asarray(hist[-200:])]
         model_hist = model_hist[model_hist >= 0]
@@ -349,7 +356,7 @@ class Engine:
         if (~known).any():
             ref = scores[known]
             mu, sd = float(np.mean(ref)), float(np.std(ref)) or 1.0
-            t = text[~known]
+            t = self._interest_scores(user)[~known]
             scores[~known] = mu + (t - t.mean()) / (t.std() or 1.0) * sd
         return scores, False
 
@@ -405,7 +412,9 @@ class Engine:
             for pos, (row, score, prop, unit) in enumerate(zip(
                     slate.items, slate.scores, slate.propensities, slate.explored, strict=True)):
                 item_unit = int(space.unit_of[row])
-                out.append({"item_id": space.item_ids[row], "position": pos,
+                item_id = space.item_ids[row]
+                out.append({"item_id": item_id, "title": self.titles.get(item_id),
+                            "position": pos,
                             "score": round(float(score), 6) if math.isfinite(score) else None,
                             "propensity": round(float(prop), 6),
                             "reason": self._reason(user, cold, int(unit), item_unit, by_unit)})
@@ -443,6 +452,15 @@ class Engine:
             tag = i.tags[0].text if i.tags else names[unit]
             return {"type": "interest", "interest": names[unit], "tag": tag,
                     "because": i.items, "text": f"because you like {tag}"}
+        space = self.tracker.space  # type: ignore[union-attr]
+        if unit >= 0 and interests and space.centroids is not None:
+            # not one of the user's interests: name the nearest one it is close to
+            own = list(interests)
+            near = own[int(np.argmax(space.centroids[own] @ space.centroids[unit]))]
+            i = interests[near]
+            tag = i.tags[0].text if i.tags else names[near]
+            return {"type": "related", "interest": names[unit], "near": names[near],
+                    "text": f"close to your interest in {tag}"}
         return {"type": "related", "interest": names[unit] if unit >= 0 else None,
                 "text": "related to what you viewed"}
 
@@ -477,7 +495,6 @@ class Engine:
                            "context")
 
     def _log_slate(self, user: str, slate: Any, items: list[dict[str, Any]]) -> None:
-        self.served_log.parent.mkdir(parents=True, exist_ok=True)
         record = {"request_id": slate.request_id, "user_id": user, "ts": int(time.time() * 1000),
                   "model_version": self.model_version, "strategy": slate.strategy,
                   "explore": slate.explore, "propensity_method": slate.propensity_method,
@@ -486,8 +503,16 @@ class Engine:
                   "explored": slate.explored.tolist(),
                   "exploit": [self.tracker.space.item_ids[r]  # type: ignore[union-attr]
                               for r in slate.exploit]}
-        with open(self.served_log, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        if self._log_file is None:
+            self.served_log.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.served_log, "a")  # noqa: SIM115 (kept open, see close)
+        self._log_file.write(json.dumps(record) + "\n")
+        self._log_file.flush()
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
 
     def similar(self, item_id: str, k: int = 10) -> list[dict[str, Any]]:
         space = self._space()
@@ -536,6 +561,8 @@ class Engine:
                 "uptime_s": round(time.time() - self.started, 1)}
 
     def close(self) -> None:
+        with self.lock:
+            self._close_log()
         self.store.close()
 
 
@@ -562,6 +589,13 @@ def _co_purchases(users: np.ndarray, rows: np.ndarray, types: np.ndarray, ts: np
     m = sp.coo_matrix((np.ones(len(pairs_i)), (pairs_i, pairs_j)), shape=(n, n)).tocsr()
     m.sum_duplicates()
     return m.tolil()
+
+
+def _titles(items: pd.DataFrame) -> dict[str, str]:
+    if items.empty:
+        return {}
+    return {str(i): str(t) for i, t in zip(items["item_id"], items["title"], strict=True)
+            if isinstance(t, str) and t}
 
 
 def _frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
