@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tansuo.data.schema import DEFAULT_EVENT_WEIGHTS, EventType
@@ -74,6 +74,37 @@ class Settings(BaseSettings):
                              "at once without oversubscribing the cores).")
     max_batch: int = Field(
         10_000, gt=0, description="Service: most events or items in one request.")
+    workers: int = Field(
+        1, ge=1, description="Service: worker processes (each holds the state and follows the "
+                             "store, so every worker sees every accepted event).")
+    mode: Literal["development", "production"] = Field(
+        "development",
+        description="production: the service refuses to start without a pseudonymisation key.")
+    pseudonym_key: SecretStr | None = Field(
+        None,
+        description="Secret key (or comma-separated key ring, oldest first) for keyed "
+        "pseudonymisation of user ids: HMAC-SHA256 on ingestion. Unset: ids are stored as given "
+        "(development only).")
+    pseudonym_key_file: Path | None = Field(
+        None, description="A file holding the pseudonymisation key ring (instead of "
+                          "TANSUO_PSEUDONYM_KEY); keep it outside the data directory.")
+    stored_fields: list[str] | None = Field(
+        None,
+        description="Allow-list of optional event fields kept at rest (user_id, item_id, type "
+        "and timestamp always are); others are dropped on ingestion. Default: all.")
+    text_storage: Literal["plain", "embedding", "none"] = Field(
+        "plain",
+        description="Free text of events (queries, review text): stored as given, as an "
+        "embedding only (the text itself is dropped), or not at all.")
+    retention_days: float | None = Field(
+        None, gt=0, description="Events older than this are purged by `tansuo retention "
+                                "apply` (and from profiles). Default: kept.")
+    dp_epsilon: float = Field(
+        1.0, gt=0, description="Differential privacy: epsilon spent by each released report "
+                               "(segment sizes, trend counts, popular items).")
+    dp_total_epsilon: float = Field(
+        20.0, gt=0, description="Differential privacy: total epsilon budget of the data "
+                                "directory; releases beyond it are refused.")
     text_model: str | None = Field(
         None,
         description="Directory of a sentence-transformers model for item and query text. "
