@@ -132,10 +132,27 @@ def ingest_throughput(url: str, key: str, users: list[str], items: list[str],
     return {"events": accepted, "seconds": seconds, "events_per_s": accepted / seconds}
 
 
+def _tree(pid: int) -> list[int]:
+    """The process and its descendants (uvicorn's workers), from /proc."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            todo += [int(c) for c in task.read_text().split()]
+    return out
+
+
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process tree (all threads), from /proc."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -144,6 +161,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--events-rate", type=float, default=500)
     ap.add_argument("--model", default="sasrec")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="tansuo serve --workers (2 = one per core)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     key = setup(args.model)
@@ -159,8 +178,8 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "TANSUO_HOME": str(HOME), "TANSUO_RATE_LIMIT_PER_MINUTE": "0"}
     server = subprocess.Popen([sys.executable, "-m", "tansuo.cli", "serve", "--port",
-                               str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+                               str(port), "--workers", str(args.workers)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         import httpx
 
@@ -170,6 +189,12 @@ def main() -> None:
                     break
             except httpx.TransportError:
                 time.sleep(0.25)
+        seen: set[int] = set()
+        for _ in range(2400):  # every worker loaded (each answers health with its pid)
+            seen.add(httpx.get(f"{url}/v1/health").json()["worker"])
+            if len(seen) >= args.workers:
+                break
+            time.sleep(0.05)
         version = httpx.get(f"{url}/v1/health").json()["model_version"]
         asyncio.run(load(url, key, users, items, 20, 5, 0))  # warm-up
         cpu0 = _cpu_seconds(server.pid)
@@ -183,8 +208,10 @@ def main() -> None:
     ok = lambda b: "met" if b else "NOT met"  # noqa: E731
     text = "\n".join([
         "```", f".venv/bin/python benchmarks/bench_service.py --rate {args.rate:g} --seconds "
-        f"{args.seconds:g} --events-rate {args.events_rate:g} --model {args.model}", "```", "",
-        f"`tansuo serve` on the synthetic shop with `{version}` serving, default policy "
+        f"{args.seconds:g} --events-rate {args.events_rate:g} --model {args.model} --workers "
+        f"{args.workers}", "```", "",
+        f"`tansuo serve --workers {args.workers}` on the synthetic shop with `{version}` "
+        "serving, default policy "
         "(interest-level Thompson sampling, explore 0.1, Monte-Carlo propensities); the load "
         "generator runs on the same 2 cores.", "",
         "| measure | value | target |", "|---|---|---|",

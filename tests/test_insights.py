@@ -156,3 +156,34 @@ def test_evaluate_attaches_peers_of_the_same_dataset_only(tmp_path, shop):
     missing = run(shop["home"], "evaluate", "--models", "pop", "--peers",
                   str(tmp_path / "nope"), check=False)
     assert missing.returncode == 2 and "not a directory" in missing.stderr
+
+
+def test_population_counts_are_released_with_differential_privacy(tmp_path):
+    from tansuo.privacy.dp import PrivacyBudget
+    from tansuo.service.insights import Insights
+
+    _data(tmp_path)
+    home = tmp_path / "home"
+    run(home, "import", "items", str(tmp_path / "items.csv"))
+    run(home, "import", "events", str(tmp_path / "events.csv"))
+    settings = Settings(home=home, dp_epsilon=1.0, dp_total_epsilon=2.5)
+    engine = Engine(settings)
+    try:
+        dp = Insights(engine).private()
+        # segment sizes and trends fit the budget (2 × 1.0); popular items would exceed it
+        assert dp["budget"]["spent"] == pytest.approx(2.0)
+        sizes = dp["segments"]["values"]
+        k = Insights(engine).segments()["k"]
+        assert set(sizes) == {str(s) for s in range(k)} and all(v >= 0 for v in sizes.values())
+        assert dp["segments"]["epsilon"] == pytest.approx(1.0)
+        assert dp["segments"]["sensitivity"] == 1 and "e^" in dp["segments"]["guarantee"]
+        assert dp["trends"]["sensitivity"] == 100 and dp["trends"]["rows"]
+        assert "budget" in dp["popular"]["note"].lower() and dp["popular"]["values"] == {}
+        # shown again from the stored releases: nothing more is spent
+        again = Insights(engine).private()
+        assert again["budget"]["spent"] == pytest.approx(2.0)
+        assert again["segments"]["values"] == sizes
+        ledger = PrivacyBudget(home, 2.5).releases
+        assert [r["label"] for r in ledger] == ["segment sizes", "interest trend counts"]
+    finally:
+        engine.close()

@@ -432,3 +432,77 @@ def test_a_store_without_catalogue_still_serves(tmp_path):
     assert out["accepted"] == 1
     assert len(engine.recommend("new", k=3).items) == 3
     engine.close()
+
+
+def test_workers_follow_each_other_through_the_store(tmp_path):
+    """`tansuo serve --workers 2`: whichever worker answers, it reflects events, erasures,
+    new items and model swaps that the other one acknowledged — on its very next request."""
+    import os
+    import subprocess
+    import sys
+
+    _data(tmp_path)
+    home = tmp_path / "home"
+    run(home, "import", "items", str(tmp_path / "items.csv"))
+    run(home, "import", "events", str(tmp_path / "events.csv"))
+    run(home, "train", "--model", "pop", "--evaluate")
+    store_keys = KeyStore(home)
+    h = {s: {"Authorization": f"Bearer {store_keys.create([s])[0]}"}
+         for s in ("read", "ingest", "admin")}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TANSUO_HOME": str(home), "TANSUO_RATE_LIMIT_PER_MINUTE": "0"}
+    env.pop("TANSUO_DATABASE_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "tansuo.cli", "serve", "--port", str(port),
+                             "--workers", "2"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def each_worker(method: str, path: str, **kw) -> dict[str, httpx.Response]:
+        """One answer from every worker (a fresh connection per request)."""
+        seen: dict[str, httpx.Response] = {}
+        for _ in range(400):
+            r = httpx.request(method, url + path, timeout=10, **kw)
+            seen.setdefault(r.headers["x-tansuo-worker"], r)
+            if len(seen) == 2:
+                return seen
+        raise AssertionError(f"only workers {sorted(seen)} answered {path}")
+
+    try:
+        for _ in range(1200):
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        each_worker("GET", "/v1/health")  # both loaded
+        batch = [{"user_id": "newbie", "item_id": f"A{j}", "type": "purchase",
+                  "timestamp": T0 + 90_000 + j} for j in range(3)]
+        assert httpx.post(f"{url}/v1/events", json=batch,
+                          headers=h["ingest"]).json()["accepted"] == 3
+        for r in each_worker("GET", "/v1/users/newbie/interests", headers=h["read"]).values():
+            assert r.status_code == 200 and r.json()["stats"]["events"] == 3
+
+        put = httpx.put(f"{url}/v1/items", headers=h["ingest"], json=[
+            {"item_id": "Z1", "title": "wireless headphones pro", "category": CATS["A"]}])
+        assert put.json()["accepted"] == 1
+        for r in each_worker("GET", "/v1/items/Z1/similar", headers=h["read"]).values():
+            assert r.status_code == 200 and r.json()["items"][0]["item_id"].startswith("A")
+
+        run(home, "train", "--model", "itemknn", "--evaluate")
+        swapped = httpx.post(f"{url}/v1/admin/reload", json={"force": True}, headers=h["admin"])
+        assert swapped.json()["swapped"], swapped.text
+        version = swapped.json()["model_version"]
+        for r in each_worker("GET", "/v1/health").values():
+            assert r.json()["model_version"] == version
+
+        assert httpx.delete(f"{url}/v1/users/newbie", headers=h["admin"]).status_code == 200
+        for r in each_worker("GET", "/v1/users/newbie/interests", headers=h["read"]).values():
+            assert r.status_code == 404
+
+        metrics = httpx.get(f"{url}/metrics").text
+        assert "tansuo_events_ingested_total 3.0" in metrics  # summed over the workers
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     dp_total_epsilon: float = Field(
         20.0, gt=0, description="Differential privacy: total epsilon budget of the data "
                                 "directory; releases beyond it are refused.")
+    dp_release_hours: float = Field(
+        24.0, gt=0, description="Differential privacy: a released report is shown again (at "
+                                "no cost) for this long before a new one spends budget.")
     text_model: str | None = Field(
         None,
         description="Directory of a sentence-transformers model for item and query text. "

@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tansuo.cli.main import _emit_json, _fail, _JsonOpt, _State, _state, app, out
+from tansuo.cli.main import (
+    _emit_json,
+    _fail,
+    _JsonOpt,
+    _privacy_policy,
+    _State,
+    _state,
+    app,
+    out,
+)
 from tansuo.errors import TansuoError
 
 _DatasetOpt = Annotated[str | None, typer.Option(
@@ -104,7 +113,10 @@ def interests_cmd(
     as_json: _JsonOpt = False,
 ) -> None:
     """A user's interests in words, with weights, trends, short-term focus and shifts."""
-    tracker = _tracker(_state(ctx), dataset, window, half_life_days, tags, use_model)
+    state = _state(ctx)
+    tracker = _tracker(state, dataset, window, half_life_days, tags, use_model)
+    if dataset is None:  # the store's ids may be pseudonyms: look the user up by theirs
+        user = _privacy_policy(state.settings).lookup(user)
     if user not in tracker.users:
         _fail(f"unknown user {user!r}: no events for this user id", 1)
     profile = tracker.profile(user)

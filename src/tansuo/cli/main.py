@@ -81,6 +81,16 @@ def main(
         _fail(f"invalid settings: {exc}", 2)
 
 
+def _privacy_policy(settings: Settings) -> Any:
+    """The settings' pseudonymisation and minimisation for an import (errors exit 2)."""
+    from tansuo.privacy.policy import PrivacyPolicy
+
+    try:
+        return PrivacyPolicy.from_settings(settings)
+    except TansuoError as exc:
+        _fail(str(exc), 2)
+
+
 def _fail(message: str, code: int = 1) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
@@ -144,6 +154,7 @@ def _import(ctx: typer.Context, kind: str, path: Path, fmt: str, maps: list[str]
         header=False if no_header else None,
         columns=tuple(c.strip() for c in columns.split(",")) if columns else None,
         chunk_size=state.settings.chunk_size, cleaning=cleaning,
+        privacy=_privacy_policy(state.settings),
     )
     try:
         with state.store() as store:
@@ -333,7 +344,8 @@ def datasets_load(
         synthetic = ShopConfig(**kwargs)
     try:
         with state.store() as store:
-            result = load_dataset(name, store, state.settings.home, synthetic=synthetic)
+            result = load_dataset(name, store, state.settings.home, synthetic=synthetic,
+                                  privacy=_privacy_policy(state.settings))
     except TansuoError as exc:
         _fail(str(exc), 2)
     if as_json:
@@ -363,7 +375,8 @@ def demo_cmd(
     home = state.settings.home
     err.print(f"[bold]Tansuo demo[/] — data directory {home.resolve()}")
     with state.store() as store:
-        result = load_dataset("synthetic-shop", store, home)
+        result = load_dataset("synthetic-shop", store, home,
+                              privacy=_privacy_policy(state.settings))
     for report in result.reports:
         _print_report(report)
     stats_cmd(ctx, as_json=False)
@@ -693,5 +706,6 @@ def models_cmd(ctx: typer.Context, as_json: _JsonOpt = False) -> None:
 from tansuo.cli import interests as _interests  # noqa: E402,F401
 from tansuo.cli import ope as _ope  # noqa: E402,F401
 from tansuo.cli import ops as _ops  # noqa: E402,F401
+from tansuo.cli import privacy as _privacy  # noqa: E402,F401
 from tansuo.cli import service as _service  # noqa: E402,F401
 from tansuo.cli import simulate as _simulate  # noqa: E402,F401

@@ -13,6 +13,8 @@ import importlib.util
 import json
 import lzma
 import pickle
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,11 +217,14 @@ class LoadResult:
 
 def load_dataset(
     name: str, store: EventStore, home: Path, progress: bool | None = None,
-    synthetic: Any | None = None,
+    synthetic: Any | None = None, privacy: Any | None = None,
 ) -> LoadResult:
     """Load a bundled dataset into the store (``obd``: into ``home/datasets/obd`` as Parquet).
 
-    ``synthetic`` is a :class:`tansuo.data.synthetic.ShopConfig` for ``synthetic-shop``.
+    ``synthetic`` is a :class:`tansuo.data.synthetic.ShopConfig` for ``synthetic-shop``;
+    ``privacy`` a :class:`tansuo.privacy.policy.PrivacyPolicy` applied on import. With
+    pseudonymisation on, the synthetic shop's raw event file is not kept in the data
+    directory, and its ground truth is written with pseudonymised user ids.
     """
     dataset_info(name)
     result = LoadResult(name)
@@ -228,7 +233,7 @@ def load_dataset(
         # Ratings are entered in bulk (dozens a minute at sign-up): not bot traffic.
         opts = ImportOptions(cleaning=CleaningConfig(bot_max_events_per_minute=0,
                                                      min_timestamp="1990-01-01T00:00:00Z"),
-                             progress=progress)
+                             progress=progress, privacy=privacy)
         result.reports.append(import_frame(store, items, "items", "movielens-small:movies", opts))
         result.reports.append(import_frame(store, events, "events", "movielens-small:ratings",
                                            opts))
@@ -253,12 +258,25 @@ def load_dataset(
         from tansuo.data.synthetic import ShopConfig, generate
 
         config = synthetic or ShopConfig()
-        files = generate(config, home / "datasets" / "synthetic-shop",
-                         progress=progress is not False)
-        result.files = [str(files.items), str(files.events), str(files.interests),
-                        str(files.shifts), str(files.meta)]
-        opts = ImportOptions(progress=progress)
-        result.reports.append(import_items(store, files.items, opts))
-        result.reports.append(import_events(store, files.events, opts))
+        out = home / "datasets" / "synthetic-shop"
+        pseudonymize = getattr(privacy, "pseudonymizer", None)
+        with tempfile.TemporaryDirectory() as tmp:
+            # raw user ids only ever touch a temporary directory when pseudonymising
+            files = generate(config, Path(tmp) if pseudonymize else out,
+                             progress=progress is not False)
+            opts = ImportOptions(progress=progress, privacy=privacy)
+            result.reports.append(import_items(store, files.items, opts))
+            result.reports.append(import_events(store, files.events, opts))
+            kept = [files.items, files.events, files.interests, files.shifts, files.meta]
+            if pseudonymize:
+                out.mkdir(parents=True, exist_ok=True)
+                for f in (files.items, files.meta):
+                    shutil.copy(f, out / f.name)
+                for f in (files.interests, files.shifts):
+                    truth = pd.read_csv(f, dtype={"user_id": str})
+                    truth["user_id"] = truth["user_id"].map(pseudonymize)
+                    truth.to_csv(out / f.name, index=False)
+                kept = [out / f.name for f in kept if f != files.events]
+        result.files = [str(f) for f in kept]
     store.set_meta("dataset", name)
     return result

@@ -365,6 +365,9 @@ class EventCleaner:
     parsed_timestamps: Iterator[np.ndarray] | None = None
     #: A missing required column fails the import (None: yes, except for JSON lines).
     strict_columns: bool | None = None
+    #: Pseudonymisation and minimisation (:class:`tansuo.privacy.policy.PrivacyPolicy`),
+    #: applied to each raw chunk before any rule sees it.
+    privacy: Any = None
 
     def __post_init__(self) -> None:
         self._types = {**TYPE_ALIASES, **{k.lower(): v for k, v in self.fmt.type_map.items()},
@@ -393,6 +396,19 @@ class EventCleaner:
             ("user_id", "type", "timestamp") if strict else (), source,
         )
 
+    def protected(self, chunk: RawChunk) -> RawChunk:
+        """The chunk as the privacy policy lets ingestion see it (itself when none)."""
+        from tansuo.privacy.policy import WITHHELD
+
+        if self.privacy is None or not self.privacy.active:
+            return chunk
+        sources = dict(zip(EVENT_COLUMNS, self.source_columns(*EVENT_COLUMNS), strict=True))
+        frame = self.privacy.protect(chunk.frame, sources)
+        rejects = chunk.rejects
+        if self.privacy.pseudonymizer is not None:  # a raw id may be anywhere in such a row
+            rejects = [replace(r, raw=WITHHELD) for r in rejects]
+        return RawChunk(frame, chunk.lines, rejects)
+
     def source_columns(self, *fields: str) -> tuple[str, ...]:
         """Source column names that feed the given Tansuo fields."""
         mapping = {**self.fmt.columns.get("events", {}), **self.column_map}
@@ -400,6 +416,7 @@ class EventCleaner:
 
     def users_and_times(self, chunk: RawChunk, source: str) -> tuple[pd.Series, pd.Series]:
         """Just the user ids and parsed timestamps (the bot rule's first pass)."""
+        chunk = self.protected(chunk)
         fields = ("user_id", "timestamp")
         # Not required here: the scan reads only these columns, so a "no column" error would
         # list the wrong ones. The import pass checks them against the whole header.
@@ -409,6 +426,7 @@ class EventCleaner:
                                                         self.timezone)
 
     def clean(self, chunk: RawChunk, source: str) -> CleanChunk:
+        chunk = self.protected(chunk)
         raw = chunk.frame.reset_index(drop=True)
         cols = {k: v.reset_index(drop=True) for k, v in self.columns(chunk, source).items()}
         n = len(raw)
@@ -506,6 +524,8 @@ class EventCleaner:
             "position": numeric["position"][keep],
         })
         out.insert(0, "event_id", _event_ids(out, given_ids))
+        if self.privacy is not None and self.privacy.pseudonymizer is not None:
+            out["key_id"] = self.privacy.pseudonymizer.key_id
         flagged = unknown[keep]
         out["unknown_item"] = flagged.astype("int8") if self.config.unknown_items == "flag" else 0
         before = len(out)

@@ -34,6 +34,7 @@ from tansuo.data.formats import (
 )
 from tansuo.data.store import EventStore, WriteResult
 from tansuo.errors import UnreadableSourceError
+from tansuo.privacy.policy import PrivacyPolicy, check_store_key
 
 __all__ = ["ImportOptions", "ImportReport", "import_events", "import_items", "import_frame"]
 
@@ -62,6 +63,9 @@ class ImportOptions:
     cleaning: CleaningConfig = field(default_factory=CleaningConfig)
     progress: bool | None = None
     """Show a progress bar on stderr (None: only on a terminal)."""
+    privacy: PrivacyPolicy | None = None
+    """Pseudonymisation and minimisation applied before any rule (None: off); see
+    :meth:`PrivacyPolicy.from_settings`."""
 
 
 @dataclass
@@ -226,7 +230,8 @@ def import_events(store: EventStore, path: str | Path, options: ImportOptions | 
     read = _read_options(opts)
     known = store.item_ids() if opts.cleaning.unknown_items != "keep" else None
     cleaner = EventCleaner(fmt, opts.cleaning, dict(opts.column_map), dict(opts.type_map),
-                           opts.timestamp_unit, opts.timezone, known)
+                           opts.timestamp_unit, opts.timezone, known, privacy=opts.privacy)
+    check_store_key(store, opts.privacy.pseudonymizer if opts.privacy else None)
     report = ImportReport("events", source, fmt.name)
     started = time.perf_counter()
     total = _estimate_rows(path, fmt)
@@ -312,6 +317,8 @@ def import_frame(
     Row numbers in the report are 1-based positions in ``data``.
     """
     opts = options or ImportOptions()
+    if kind == "events":
+        check_store_key(store, opts.privacy.pseudonymizer if opts.privacy else None)
     frame = _to_pandas(data).reset_index(drop=True)
     frame = frame.astype(object).where(frame.notna(), None)
     fmt = FORMATS["jsonl"] if opts.format == "auto" else FORMATS[opts.format]
@@ -326,7 +333,8 @@ def import_frame(
     else:
         known = store.item_ids() if opts.cleaning.unknown_items != "keep" else None
         cleaner = EventCleaner(fmt, opts.cleaning, dict(opts.column_map), dict(opts.type_map),
-                               opts.timestamp_unit, opts.timezone, known, strict_columns=True)
+                               opts.timestamp_unit, opts.timezone, known, strict_columns=True,
+                               privacy=opts.privacy)
         if opts.cleaning.bot_max_events_per_minute > 0 and len(frame):
             cleaner.bots = _find_bots([chunk], cleaner, source,
                                       opts.cleaning.bot_max_events_per_minute)

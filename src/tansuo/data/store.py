@@ -88,7 +88,8 @@ CREATE TABLE IF NOT EXISTS events (
   seq {serial},
   {cols},
   unknown_item SMALLINT NOT NULL DEFAULT 0,
-  import_id BIGINT
+  import_id BIGINT,
+  key_id TEXT
 );
 CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts, seq);
 CREATE TABLE IF NOT EXISTS items (
@@ -169,6 +170,9 @@ def _event_rows(batch: pd.DataFrame, import_id: int | None
     if "unknown_item" in batch and batch["unknown_item"].astype(bool).any():
         names.append("unknown_item")
         columns.append(batch["unknown_item"].astype("int64").tolist())
+    if "key_id" in batch and batch["key_id"].notna().any():
+        names.append("key_id")  # the pseudonymisation ring the user id was made with
+        columns.append(batch["key_id"].tolist())
     if import_id is not None:
         names.append("import_id")
         columns.append([import_id] * len(batch))
@@ -196,8 +200,8 @@ def _event_groups(batch: pd.DataFrame, import_id: int | None
         cols = [c for c in ("event_id", "user_id", "type", "timestamp", *names)
                 if c in ("event_id", "user_id", "type", "timestamp")
                 or (c in filled and code >> names.index(c) & 1)]
-        db_cols, rows = _event_rows(part[cols + (["unknown_item"] if "unknown_item" in part
-                                                 else [])], import_id)
+        db_cols, rows = _event_rows(part[cols + [c for c in ("unknown_item", "key_id")
+                                                 if c in part]], import_id)
         groups.append((db_cols, positions, rows))
     return groups
 
@@ -258,6 +262,11 @@ class EventStore(ABC):
             for stmt in self._ddl().split(";"):
                 if stmt.strip():
                     cur.execute(stmt)
+            # stores made before a column existed get it (nullable: old rows keep NULL)
+            cur.execute(self._q("SELECT * FROM events WHERE 1 = 0"))
+            present = {d[0] for d in cur.description}
+            if "key_id" not in present:
+                cur.execute("ALTER TABLE events ADD COLUMN key_id TEXT")
 
     def close(self) -> None:
         self._conn.close()
@@ -379,7 +388,7 @@ class EventStore(ABC):
         """Events ordered by ``(user_id, timestamp, seq)`` as a DataFrame with the given columns
         (``timestamp`` as int64 epoch ms); ``after_seq`` keeps only events stored after that
         sequence number (see :meth:`max_seq`)."""
-        unknown = set(columns) - set(EVENT_COLUMNS) - {"unknown_item", "seq"}
+        unknown = set(columns) - set(EVENT_COLUMNS) - {"unknown_item", "seq", "key_id"}
         if unknown:
             raise StoreError(f"unknown event columns {sorted(unknown)}; expected {EVENT_COLUMNS}")
         # with after_seq the few new rows are read by the seq key and sorted here: ordering in
@@ -448,6 +457,16 @@ class EventStore(ABC):
     def restore(self, path: str | Path) -> None:
         """Replace the store's content with a backup made by :meth:`backup`."""
 
+    def sync_state(self) -> tuple[int, tuple[Any, ...]]:
+        """What a follower of the store checks before each request, in one round trip: the
+        highest event seq and the change markers of erasures, items and the serving model."""
+        row = self._fetchall(
+            "SELECT (SELECT COALESCE(MAX(seq), 0) FROM events), "
+            "(SELECT value FROM meta WHERE key = 'sync_erased'), "
+            "(SELECT value FROM meta WHERE key = 'sync_items'), "
+            "(SELECT value FROM meta WHERE key = 'sync_model')")[0]
+        return int(row[0]), tuple(row[1:])
+
     def max_seq(self) -> int:
         """Sequence number of the last stored event (0 for an empty store)."""
         return int(self._fetchall("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
@@ -457,6 +476,56 @@ class EventStore(ABC):
         with self.transaction() as cur:
             cur.execute(self._q("DELETE FROM events WHERE user_id = ?"), (user_id,))
             return int(cur.rowcount)
+
+    def delete_before(self, ts_ms: int, dry_run: bool = False) -> int:
+        """Remove every event whose timestamp is before ``ts_ms`` (epoch ms; an event at
+        exactly ``ts_ms`` stays); returns the number removed (``dry_run``: only counted)."""
+        with self.transaction() as cur:
+            if dry_run:
+                cur.execute(self._q("SELECT COUNT(*) FROM events WHERE ts < ?"), (int(ts_ms),))
+                return int(cur.fetchone()[0])
+            cur.execute(self._q("DELETE FROM events WHERE ts < ?"), (int(ts_ms),))
+            return int(cur.rowcount)
+
+    def quarantine_raw(self, kind: str = "events", containing: str | None = None
+                       ) -> list[tuple[int, str | None]]:
+        """``(id, raw)`` of the quarantined rows of one kind, in the order stored; with
+        ``containing``, only rows whose raw text contains that string (SQL ``LIKE``: a
+        superset on SQLite, where it ignores ASCII case)."""
+        sql, params = "SELECT id, raw FROM quarantine WHERE kind = ?", [kind]
+        if containing is not None:
+            escaped = (containing.replace("\\", "\\\\").replace("%", "\\%")
+                       .replace("_", "\\_"))
+            sql += " AND raw LIKE ? ESCAPE '\\'"
+            params.append(f"%{escaped}%")
+        return [(int(r[0]), r[1]) for r in self._fetchall(sql + " ORDER BY id", params)]
+
+    def delete_quarantine(self, ids: Sequence[int] = (), created_before: int | None = None,
+                          dry_run: bool = False) -> int:
+        """Remove quarantined rows by id, or every row quarantined before ``created_before``
+        (epoch ms); returns the number removed (``dry_run``: only counted)."""
+        verb = "SELECT COUNT(*)" if dry_run else "DELETE"
+        if created_before is not None:
+            chunks = [[int(created_before)]]
+            where = "created_at < ?"
+        else:
+            wanted = [int(i) for i in ids]
+            chunks = [wanted[i:i + 500] for i in range(0, len(wanted), 500)]
+        n = 0
+        with self.transaction() as cur:
+            for chunk in chunks:
+                if created_before is None:
+                    where = f"id IN ({', '.join('?' * len(chunk))})"
+                cur.execute(self._q(f"{verb} FROM quarantine WHERE {where}"), tuple(chunk))
+                n += int(cur.fetchone()[0]) if dry_run else int(cur.rowcount)
+        return n
+
+    def set_import_report(self, import_id: int, report: dict[str, Any]) -> None:
+        """Replace the stored report of one import (erasure and retention scrub the rejected
+        rows and user ids it quotes)."""
+        with self.transaction() as cur:
+            cur.execute(self._q("UPDATE imports SET report = ? WHERE import_id = ?"),
+                        (json.dumps(report), int(import_id)))
 
 
 class SQLiteStore(EventStore):
@@ -592,9 +661,12 @@ class PostgresStore(EventStore):
             raise StoreError(f"pg_restore of {path} failed: {proc.stderr.strip()}")
 
     def _insert_events(self, cur: Any, batch: pd.DataFrame, import_id: int | None) -> int:
+        # one writer at a time: seq numbers then commit in order, so a reader that has seen
+        # seq n has seen every event up to n (followers of the store rely on it)
+        cur.execute("SELECT pg_advisory_xact_lock(7317001)")
         cols, rows = _event_rows(batch, import_id)
         col_list = ", ".join(cols)
-        all_cols = ", ".join((*_DB_EVENT_COLUMNS, "unknown_item", "import_id"))
+        all_cols = ", ".join((*_DB_EVENT_COLUMNS, "unknown_item", "import_id", "key_id"))
         cur.execute(
             "CREATE TEMP TABLE IF NOT EXISTS _stage_events ON COMMIT DELETE ROWS AS "
             f"SELECT {all_cols} FROM events WITH NO DATA"

@@ -8,6 +8,7 @@ OpenAPI at ``/docs`` (and ``/openapi.json``); every 4xx body is
 from __future__ import annotations
 
 import gc
+import os
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel, ConfigDict
 
+from tansuo.privacy.audit import AuditLog
 from tansuo.service.auth import AuthError, KeyStore, RateLimiter
 from tansuo.service.dashboard import add_dashboard
 from tansuo.service.engine import Engine, ServiceError
@@ -70,14 +72,24 @@ def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
 
 class _SizeLimit:
     """Refuse a request whose declared body exceeds ``limit`` bytes (413) or whose
-    Content-Length is not a number (400), before anything reads it. Plain ASGI: a
-    ``BaseHTTPMiddleware`` would cost every request a task and a queue."""
+    Content-Length is not a number (400), before anything reads it; name the worker process
+    that answered (``X-Tansuo-Worker``). Plain ASGI: a ``BaseHTTPMiddleware`` would cost every
+    request a task and a queue."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
+        self.worker = (b"x-tansuo-worker", str(os.getpid()).encode())
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
+            inner = send
+
+            async def send(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", []),
+                                                      self.worker]}
+                await inner(message)
+
             length = dict(scope["headers"]).get(b"content-length")
             if length is not None:
                 try:
@@ -96,7 +108,10 @@ class _SizeLimit:
 def create_app(engine: Engine) -> FastAPI:
     settings = engine.settings
     keys = KeyStore(engine.home)
-    limiter = RateLimiter(settings.rate_limit_per_minute)
+    # with several workers each enforces its share of the per-key limit (requests are spread
+    # across them by the kernel, so the total is approximate)
+    per_worker = -(-settings.rate_limit_per_minute // settings.workers)
+    limiter = RateLimiter(per_worker)
     app = FastAPI(title="Tansuo", version="1",
                   description="Explained, exploring recommendations and interest profiles.")
     app.state.engine = engine
@@ -105,10 +120,12 @@ def create_app(engine: Engine) -> FastAPI:
         app, endpoint="/metrics", include_in_schema=False)
     ingested = Counter("tansuo_events_ingested", "Events stored through the API",
                        registry=registry)
+    # multiprocess_mode: how `tansuo serve --workers N` combines its workers' values
     model_info = Gauge("tansuo_model_info", "The model in service (value 1)", ["version"],
-                       registry=registry)
+                       registry=registry, multiprocess_mode="livemax")
     explore_share = Gauge("tansuo_exploration_share",
-                          "Share of served slots that were exploring", registry=registry)
+                          "Share of served slots that were exploring", registry=registry,
+                          multiprocess_mode="livemostrecent")
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -203,21 +220,26 @@ def create_app(engine: Engine) -> FastAPI:
                   ) -> dict[str, Any]:
         return engine.interests(user_id)
 
-    @app.delete("/v1/users/{user_id}", tags=["admin"], dependencies=[scope("admin")])
-    def erase(user_id: Annotated[str, Path(min_length=1, max_length=256)]) -> dict[str, Any]:
-        """Erasure: the user's events, profile and served-slate log are removed."""
-        return engine.erase(user_id)
+    @app.delete("/v1/users/{user_id}", tags=["admin"])
+    def erase(user_id: Annotated[str, Path(min_length=1, max_length=256)],
+              actor: str = scope("admin")) -> dict[str, Any]:
+        """Erasure: the user's events, quarantined rows, profile and served-slate log are
+        removed at once; the answer carries the erasure receipt (also kept on disk)."""
+        return engine.erase(user_id, actor=f"key:{actor}")
 
-    @app.post("/v1/admin/reload", tags=["admin"], dependencies=[scope("admin")])
-    def reload(body: ReloadIn | None = None) -> dict[str, Any]:
+    @app.post("/v1/admin/reload", tags=["admin"])
+    def reload(body: ReloadIn | None = None, actor: str = scope("admin")) -> dict[str, Any]:
         out = engine.reload(force=bool(body and body.force))
+        AuditLog(engine.home).record("reload", actor=f"key:{actor}",
+                                     target=out.get("model_version"), details=out)
         if out.get("swapped") and gc.get_freeze_count():
             # `tansuo serve` froze the loaded state; let the replaced model be collected
             gc.unfreeze()
             gc.collect()
             gc.freeze()
-        if engine.model_version:
-            model_info.clear()
+        if out.get("swapped"):
+            if out.get("previous_version"):
+                model_info.labels(out["previous_version"]).set(0)
             model_info.labels(engine.model_version).set(1)
         return out
 
@@ -232,3 +254,19 @@ def create_app(engine: Engine) -> FastAPI:
     if engine.model_version:
         model_info.labels(engine.model_version).set(1)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker of `tansuo serve --workers N` (a uvicorn factory): the settings
+    come from the environment the command exported, the default policy from
+    ``TANSUO_SERVE_POLICY`` (JSON). Every worker holds its own engine and follows the store."""
+    import json
+
+    from tansuo.config import Settings
+    from tansuo.exploration.policy import PolicyConfig
+
+    policy = PolicyConfig(**json.loads(os.environ.get("TANSUO_SERVE_POLICY") or "{}"))
+    engine = Engine(Settings(), policy)
+    gc.collect()
+    gc.freeze()  # see `tansuo serve`: no collector pauses over the loaded state
+    return create_app(engine)

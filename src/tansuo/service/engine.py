@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -44,7 +45,7 @@ import pandas as pd
 from tansuo.config import Settings
 from tansuo.data.schema import EVENT_COLUMNS, ITEM_COLUMNS
 from tansuo.data.store import EventStore, open_store
-from tansuo.errors import TansuoError
+from tansuo.errors import ConfigError, TansuoError
 from tansuo.exploration.policy import PolicyConfig, SlatePolicy, UserContext
 
 __all__ = ["Engine", "ServiceError", "Recommendation"]
@@ -89,7 +90,15 @@ class Engine:
         self.write_lock = threading.Lock()
         self.home = Path(self.settings.home)
         self.home.mkdir(parents=True, exist_ok=True)
+        from tansuo.privacy.policy import PrivacyPolicy, check_store_key
+
+        self.privacy = PrivacyPolicy.from_settings(self.settings)
+        if self.settings.mode == "production" and self.privacy.pseudonymizer is None:
+            raise ConfigError("production mode needs a pseudonymisation key: set "
+                              "TANSUO_PSEUDONYM_KEY or TANSUO_PSEUDONYM_KEY_FILE (user ids are "
+                              "never stored raw in production)")
         self.store: EventStore = open_store(self.settings.resolved_database_url)
+        check_store_key(self.store, self.privacy.pseudonymizer)
         self.served_log = self.home / "logs" / "served.jsonl"
         self._log_file: Any = None
         self.started = time.time()
@@ -109,6 +118,15 @@ class Engine:
         self._posteriors: dict[str, dict[int, list[float]]] = defaultdict(dict)
         #: request id → (user, unit per position, positions already credited)
         self._served: OrderedDict[str, tuple[str, list[int], set[int]]] = OrderedDict()
+        # following the store (other workers, CLI imports): a read connection of our own (it
+        # never sees another thread's uncommitted writes), the last event folded, the change
+        # markers last applied, and where we are in the served-slate log
+        self._reader: EventStore = open_store(self.settings.resolved_database_url)
+        self.worker = os.getpid()
+        self._seq = 0
+        self._markers: tuple[Any, ...] = (None, None, None)
+        self._follow_log = self.settings.workers > 1
+        self._log_pos: tuple[int | None, int] = (None, 0)
         self._load_all()
 
     # -- loading -------------------------------------------------------------------------------
@@ -116,8 +134,11 @@ class Engine:
         from tansuo.interests.build import build_tracker
 
         with self.lock:
-            events = self.store.events(list(_COLUMNS))
-            self.items = self.store.items()
+            _, self._markers = self._reader.sync_state()
+            events = self._reader.events([*_COLUMNS, "seq"])
+            self._seq = int(events["seq"].max()) if len(events) else 0
+            self.items = self._reader.items()
+            self._log_pos = self._log_end()
             if self.items.empty and not events.empty:
                 # no catalogue: items are known by id only (no text, no categories)
                 ids = sorted(set(events["item_id"].dropna().astype(str)))
@@ -191,23 +212,22 @@ class Engine:
     def ingest(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         """Store a batch durably with the import rules, then fold in exactly the events that
         were newly stored (duplicates change nothing)."""
-        from tansuo.data.importer import import_frame
+        from tansuo.data.importer import ImportOptions, import_frame
 
         if not events:
             raise ServiceError(422, "the batch is empty: send at least one event", "events")
-        frame = _frame(events, EVENT_COLUMNS)
+        frame = _frame(events, EVENT_COLUMNS, ("user_id", "item_id", "type", "timestamp"))
         # writers queue on the write lock; requests wait only while the new events are folded
         # into the in-memory state (the database write and its fsync happen outside it)
         with self.write_lock:
-            before = self.store.max_seq()
             try:
-                report = import_frame(self.store, frame, "events", source="http")
+                report = import_frame(self.store, frame, "events", source="http",
+                                      options=ImportOptions(privacy=self.privacy))
             except TansuoError as exc:
                 raise ServiceError(422, str(exc), "events") from exc
-            fresh = self.store.events(list(_COLUMNS), after_seq=before)
-            with self.lock:
-                self._fold(fresh)
-                self.counters["events_ingested"] += report.accepted
+        self.sync()  # folds what was just stored (and anything others stored before it)
+        with self.lock:
+            self.counters["events_ingested"] += report.accepted
         return {"accepted": report.accepted, "duplicates": report.duplicates,
                 "rejected": [{"index": r["line"] - 1, "reason": r["reason"],
                               "detail": r["detail"]} for r in report.first_rejected],
@@ -249,11 +269,10 @@ class Engine:
     def upsert_items(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Upsert catalogue rows; new or changed items are text-encoded and placed at once."""
         from tansuo.data.importer import import_frame
-        from tansuo.text.encoder import EmbeddingCache, cache_path, encode_items, open_encoder
 
         if not items:
             raise ServiceError(422, "no items: send at least one", "items")
-        frame = _frame(items, ITEM_COLUMNS)
+        frame = _frame(items, ITEM_COLUMNS, ("item_id", "title"))
         with self.write_lock, self.lock:
             try:
                 report = import_frame(self.store, frame, "items", source="http")
@@ -263,52 +282,164 @@ class Engine:
             good = frame.drop(index=[i for i in bad if i in frame.index]).reset_index(drop=True)
             if len(good):
                 stored = self.store.items()
-                good = stored[stored["item_id"].isin(good["item_id"].astype(str))]
-                if self.tracker is None:
-                    self.items = stored
-                    self._load_all()
-                else:
-                    encoder = open_encoder(self.settings.text_model)
-                    with EmbeddingCache(cache_path(self.home)) as cache:
-                        ids, vectors, _ = encode_items(good, encoder, cache, False)
-                    space = self.tracker.space
-                    n_before = len(space.item_ids)
-                    space.add_items(ids.tolist(), vectors, good["category"].tolist())
-                    grow = len(space.item_ids) - n_before
-                    if grow:
-                        self.item_events = np.concatenate([self.item_events, np.zeros(grow)])
-                        self._trend = np.concatenate([self._trend, np.zeros(grow)])
-                        if self._model_rows is not None:
-                            self._model_rows = np.concatenate(
-                                [self._model_rows, np.asarray(self._model_items.index(
-                                    space.item_ids[n_before:]), dtype=np.int64)])
-                        if self._co is not None:
-                            self._co.resize((len(space.item_ids), len(space.item_ids)))
-                    self.items = stored
-                    self.titles = _titles(stored)
+                self._place_items(stored, stored[stored["item_id"].isin(
+                    good["item_id"].astype(str))])
+                self._mark("sync_items", 1)
         return {"accepted": report.accepted, "rejected": [
             {"index": r["line"] - 1, "reason": r["reason"], "detail": r["detail"]}
             for r in report.first_rejected]}
 
-    def erase(self, user_id: str) -> dict[str, Any]:
-        """Remove the user's events, profile and served-slate log entries at once."""
+    def _place_items(self, stored: pd.DataFrame, changed: pd.DataFrame) -> None:
+        """Encode new or changed catalogue rows and place them in the interest space."""
+        from tansuo.text.encoder import EmbeddingCache, cache_path, encode_items, open_encoder
+
+        if self.tracker is None:
+            self.items = stored
+            self._load_all()
+            return
+        encoder = open_encoder(self.settings.text_model)
+        with EmbeddingCache(cache_path(self.home)) as cache:
+            ids, vectors, _ = encode_items(changed, encoder, cache, False)
+        space = self.tracker.space
+        n_before = len(space.item_ids)
+        space.add_items(ids.tolist(), vectors, changed["category"].tolist())
+        grow = len(space.item_ids) - n_before
+        if grow:
+            self.item_events = np.concatenate([self.item_events, np.zeros(grow)])
+            self._trend = np.concatenate([self._trend, np.zeros(grow)])
+            if self._model_rows is not None:
+                self._model_rows = np.concatenate(
+                    [self._model_rows, np.asarray(self._model_items.index(
+                        space.item_ids[n_before:]), dtype=np.int64)])
+            if self._co is not None:
+                self._co.resize((len(space.item_ids), len(space.item_ids)))
+        self.items = stored
+        self.titles = _titles(stored)
+
+    def _forget(self, user_id: str) -> bool:
+        """Drop everything held in memory about one user; True if they had a profile."""
+        had = self.tracker is not None and self.tracker.users.pop(user_id, None) is not None
+        self.history.pop(user_id, None)
+        self.disliked.pop(user_id, None)
+        self._posteriors.pop(user_id, None)
+        for rid in [r for r, v in self._served.items() if v[0] == user_id]:
+            del self._served[rid]
+        return had
+
+    # -- following the store -------------------------------------------------------------------
+    def _mark(self, key: str, index: int) -> None:
+        """Tell other processes following the store that something changed (a fresh nonce),
+        and remember that we have applied it ourselves."""
+        nonce = uuid.uuid4().hex
+        self.store.set_meta(key, nonce)
+        markers = list(self._markers)
+        markers[index] = json.dumps(nonce)
+        self._markers = tuple(markers)
+
+    def sync(self) -> None:
+        """Catch up with the store: fold events stored by anyone since the last one folded,
+        and apply erasures, catalogue changes and model swaps made by other processes. One
+        cheap query when nothing changed; run before every request, so with several workers
+        each one sees every acknowledged event on its next request."""
+        with self.lock:
+            seq, markers = self._reader.sync_state()
+            if markers != self._markers:
+                self._apply_markers(markers)
+            if self._follow_log:
+                self._tail_served_log()
+            if seq > self._seq:
+                fresh = self._reader.events([*_COLUMNS, "seq"], after_seq=self._seq)
+                self._fold(fresh)
+                self._seq = max(self._seq, int(fresh["seq"].max()) if len(fresh) else seq)
+
+    def _apply_markers(self, markers: tuple[Any, ...]) -> None:
+        erased, items, model = markers
+        if erased != self._markers[0]:
+            for user in json.loads(self._reader.get_meta("erased_users") or "[]"):
+                self._forget(user)
+            self._close_log()  # the served-slate log was rewritten without the user
+            self._log_pos = self._log_end()
+        if items != self._markers[1]:
+            stored = self._reader.items()
+            known = self.items.set_index("item_id") if len(self.items) else None
+            cols = ["title", "category", "brand", "description"]
+            if known is None:
+                changed = stored
+            else:
+                old = known.reindex(stored["item_id"])[cols].reset_index(drop=True)
+                same = (old.fillna("").astype(str).to_numpy()
+                        == stored[cols].fillna("").astype(str).to_numpy()).all(axis=1)
+                changed = stored[~same]
+            if len(changed):
+                self._place_items(stored, changed)
+        if model != self._markers[2]:
+            from tansuo.models.registry import ModelRegistry
+
+            version = self._reader.get_meta("serving_model")
+            if version and version != self.model_version:
+                self._swap(ModelRegistry(self.home).load(version))
+        self._markers = markers
+
+    def _log_end(self) -> tuple[int | None, int]:
+        try:
+            st = os.stat(self.served_log)
+        except FileNotFoundError:
+            return (None, 0)
+        return (st.st_ino, st.st_size)
+
+    def _tail_served_log(self) -> None:
+        """Register the slates other workers served (so a click on one of them, folded here,
+        credits its interest) from the shared served-slate log."""
+        ino, pos = self._log_pos
+        now_ino, size = self._log_end()
+        if now_ino is None:
+            return
+        if ino is not None and now_ino != ino:  # rewritten by an erasure: start at its end
+            self._log_pos = (now_ino, size)
+            return
+        if size <= pos:
+            return
+        with open(self.served_log, "rb") as fh:
+            fh.seek(pos)
+            data = fh.read(size - pos)
+        end = data.rfind(b"\n") + 1  # whole lines only; a line being written waits
+        self._log_pos = (now_ino, pos + end)
+        space = self.tracker.space if self.tracker is not None else None
+        for line in data[:end].splitlines():
+            try:
+                rec = json.loads(line)
+                if rec.get("worker") == self.worker or space is None:
+                    continue
+                user, rid = str(rec["user_id"]), str(rec["request_id"])
+                rows = space.rows([str(x) for x in rec["items"]])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+            units = [int(space.unit_of[r]) if r >= 0 else -1 for r in rows]
+            for u in units:
+                if u >= 0:
+                    self._posteriors[user].setdefault(u, [0.0, 0.0])[1] += 1.0
+            self._served[rid] = (user, units, set())
+            while len(self._served) > _SERVED_KEPT:
+                self._served.popitem(last=False)
+
+    def erase(self, user_id: str, actor: str = "api") -> dict[str, Any]:
+        """Erase a user at once (:func:`tansuo.privacy.erasure.erase_user`: events, quarantined
+        rows, import reports, served-slate log, dataset files; a receipt and an audit entry),
+        and everything held in memory about them."""
+        from tansuo.privacy.erasure import erase_user
+
+        user_id = self.privacy.lookup(user_id)
         with self.write_lock, self.lock:
-            removed = self.store.delete_user(user_id)
-            had_profile = self.tracker is not None and self.tracker.users.pop(user_id,
-                                                                               None) is not None
-            self.history.pop(user_id, None)
-            self.disliked.pop(user_id, None)
-            self._posteriors.pop(user_id, None)
-            for rid in [r for r, v in self._served.items() if v[0] == user_id]:
-                del self._served[rid]
             self._close_log()
-            slates = _drop_user_lines(self.served_log, user_id)
-            erased = set(json.loads(self.store.get_meta("erased_users") or "[]"))
-            erased.add(user_id)
-            self.store.set_meta("erased_users", json.dumps(sorted(erased)))
-        return {"user_id": user_id, "events_removed": removed, "profile_removed": had_profile,
-                "served_slates_removed": slates,
-                "models_trained_before": self.model_version is not None}
+            receipt = erase_user(self.store, self.home, user_id, actor=actor)
+            had_profile = self._forget(user_id)
+            self._log_pos = self._log_end()
+            _, self._markers = self.store.sync_state()  # our own change: already applied
+        doc = receipt.to_dict()
+        return {"user_id": user_id, "events_removed": receipt.removed.get("events", 0),
+                "profile_removed": had_profile,
+                "served_slates_removed": receipt.removed.get("served_slates", 0),
+                "models_trained_before": bool(receipt.models_predating), "receipt": doc}
 
     def reload(self, force: bool = False) -> dict[str, Any]:
         """Swap to the latest trained model if its yardstick score is at least the serving
@@ -331,11 +462,14 @@ class Engine:
             if old is not None and new < old:
                 raise ServiceError(409, f"model {trained.version} scores ndcg@10 {new:.4f} < "
                                         f"serving {old:.4f}; pass force=true to swap anyway")
+        previous = self.model_version
         with self.lock:
             self._swap(trained)
             self.counters["reloads"] += 1
+            self.store.set_meta("serving_model", trained.version)
+            self._mark("sync_model", 2)
         return {"swapped": True, "model_version": trained.version, "ndcg@10": new,
-                "previous_ndcg@10": old}
+                "previous_version": previous, "previous_ndcg@10": old}
 
     # -- reads ---------------------------------------------------------------------------------
     def _user_scores(self, user: str) -> tuple[np.ndarray, bool]:
@@ -375,6 +509,7 @@ class Engine:
         if self.tracker is None:
             raise ServiceError(503, "no catalogue and no events yet: import items or events "
                                     "first")
+        user = self.privacy.lookup(user)
         cfg = self.policy_config
         try:
             cfg = PolicyConfig(**{**cfg.__dict__, **({} if explore is None else
@@ -383,6 +518,7 @@ class Engine:
         except ValueError as exc:
             raise ServiceError(422, str(exc), "explore" if "explore" in str(exc)
                                else "strategy") from exc
+        self.sync()
         with self.lock:
             space = self.tracker.space
             scores, cold = self._user_scores(user)
@@ -495,7 +631,8 @@ class Engine:
                            "context")
 
     def _log_slate(self, user: str, slate: Any, items: list[dict[str, Any]]) -> None:
-        record = {"request_id": slate.request_id, "user_id": user, "ts": int(time.time() * 1000),
+        record = {"request_id": slate.request_id, "user_id": user, "worker": self.worker,
+                  "ts": int(time.time() * 1000),
                   "model_version": self.model_version, "strategy": slate.strategy,
                   "explore": slate.explore, "propensity_method": slate.propensity_method,
                   "items": [i["item_id"] for i in items],
@@ -503,6 +640,9 @@ class Engine:
                   "explored": slate.explored.tolist(),
                   "exploit": [self.tracker.space.item_ids[r]  # type: ignore[union-attr]
                               for r in slate.exploit]}
+        if self._log_file is not None and self._follow_log and \
+                os.fstat(self._log_file.fileno()).st_ino != self._log_end()[0]:
+            self._close_log()  # another worker rewrote the log (an erasure): append to the new
         if self._log_file is None:
             self.served_log.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.served_log, "a")  # noqa: SIM115 (kept open, see close)
@@ -515,6 +655,7 @@ class Engine:
             self._log_file = None
 
     def similar(self, item_id: str, k: int = 10) -> list[dict[str, Any]]:
+        self.sync()
         space = self._space()
         row = space.rows([item_id])[0]
         if row < 0:
@@ -528,6 +669,7 @@ class Engine:
 
     def complementary(self, item_id: str, k: int = 10) -> list[dict[str, Any]]:
         """Items bought together: co-purchases (or co-carts) by the same user within a day."""
+        self.sync()
         space = self._space()
         row = space.rows([item_id])[0]
         if row < 0:
@@ -540,6 +682,8 @@ class Engine:
         return [{"item_id": space.item_ids[i], "together": int(counts[i])} for i in top]
 
     def interests(self, user: str) -> dict[str, Any]:
+        self.sync()
+        user = self.privacy.lookup(user)
         if self.tracker is None or user not in self.tracker.users:
             raise ServiceError(404, f"unknown user {user!r}: no events for this user id",
                                "user_id")
@@ -555,14 +699,16 @@ class Engine:
         return self.tracker.space
 
     def health(self) -> dict[str, Any]:
+        self.sync()
         return {"status": "ok", "model_version": self.model_version,
                 "items": len(self.tracker.space.item_ids) if self.tracker else 0,
                 "users": len(self.tracker.users) if self.tracker else 0,
-                "uptime_s": round(time.time() - self.started, 1)}
+                "worker": self.worker, "uptime_s": round(time.time() - self.started, 1)}
 
     def close(self) -> None:
         with self.lock:
             self._close_log()
+        self._reader.close()
         self.store.close()
 
 
@@ -598,30 +744,15 @@ def _titles(items: pd.DataFrame) -> dict[str, str]:
             if isinstance(t, str) and t}
 
 
-def _frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
-    """Rows as a frame with every schema column present (missing fields are null, so the
-    import rules reject the row with a reason instead of failing the batch)."""
+def _frame(rows: list[dict[str, Any]], columns: Sequence[str],
+           required: Sequence[str]) -> pd.DataFrame:
+    """Rows as a frame with the required columns always present (a missing field is null,
+    so the import rules reject the row with a reason instead of failing the batch) and the
+    optional ones only when some row has them (each column costs the cleaning rules time)."""
     frame = pd.DataFrame(rows)
+    present = [c for c in columns if c in required or c in frame.columns]
     extra = [c for c in frame.columns if c not in columns]
-    return frame.reindex(columns=[*columns, *extra])
-
-
-def _drop_user_lines(path: Path, user: str) -> int:
-    if not path.exists():
-        return 0
-    kept, dropped = [], 0
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("user_id") == user:
-                dropped += 1
-                continue
-        except json.JSONDecodeError:
-            pass
-        kept.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(x + "\n" for x in kept))
-    tmp.replace(path)
-    return dropped
+    return frame.reindex(columns=[*present, *extra])
 
 
 def _num(x: object) -> float | None:

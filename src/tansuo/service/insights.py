@@ -55,7 +55,7 @@ class Insights:
         self.engine = engine
         self.ttl = ttl
         self._cache: dict[str, tuple[float, Any]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._store: EventStore | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -171,8 +171,124 @@ class Insights:
         health = eng.health()
         return {"health": health, "activity": self.activity(),
                 "trends": self.trends(), "segments": self.segments(), "model": self.model(),
-                "evaluation": self.evaluation_summary(),
+                "evaluation": self.evaluation_summary(), "private": self.private(),
                 "counters": {k: int(v) for k, v in eng.counters.items()}}
+
+    # -- differentially private releases ---------------------------------------------------
+    def private(self) -> dict[str, Any]:
+        """Segment sizes, interest trend counts and popular items released through OpenDP
+        (:mod:`tansuo.privacy.dp`). Each release is kept in ``<home>/privacy/releases`` and
+        shown again for ``dp_release_hours`` at no cost; only a new release spends budget."""
+        from tansuo.privacy.dp import PrivacyBudget
+
+        budget = PrivacyBudget.from_settings(self.engine.settings)
+        out = {"segments": self._released("segment-sizes", self._dp_segments, budget),
+               "trends": self._released("interest-trends", self._dp_trends, budget),
+               "popular": self._released("popular-items", self._dp_popular, budget)}
+        out["budget"] = {"spent": round(budget.spent, 6), "total": budget.total_epsilon,
+                         "remaining": round(budget.remaining, 6),
+                         "per_release": self.engine.settings.dp_epsilon}
+        return out
+
+    def _released(self, slug: str, make: Callable[[Any], dict[str, Any]], budget: Any
+                  ) -> dict[str, Any]:
+        from tansuo.privacy.dp import BudgetExhausted
+
+        path = self.engine.home / "privacy" / "releases" / f"{slug}.json"
+        with self._lock:
+            old = json.loads(path.read_text()) if path.exists() else None
+            age_h = (time.time() - old["released_at"]) / 3600 if old else None
+            if old and age_h is not None and age_h < self.engine.settings.dp_release_hours:
+                return old
+            try:
+                doc = make(budget)
+            except BudgetExhausted as exc:
+                if old:
+                    return {**old, "note": f"{exc} — showing the release of "
+                                           f"{_iso(int(old['released_at'] * 1000))}"}
+                return {"values": {}, "note": str(exc)}
+            doc["released_at"] = time.time()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(doc))
+            tmp.replace(path)
+            return doc
+
+    def _dp_segments(self, budget: Any) -> dict[str, Any]:
+        from tansuo.privacy.dp import dp_segment_sizes
+
+        raw = self._segments_raw()
+        if raw is None:
+            return {"values": {}, "note": "fewer than 2 users with interests"}
+        seg = raw[0]
+        rel = dp_segment_sizes(seg.labels.tolist(), self.engine.settings.dp_epsilon, budget,
+                               domain=range(seg.k), label="segment sizes")
+        names = {str(s["segment"]): ", ".join(t["name"] for t in s["top_interests"][:2])
+                 for s in seg.segments}
+        return {**rel.to_dict(), "names": names}
+
+    def _dp_trends(self, budget: Any) -> dict[str, Any]:
+        """Noisy events per interest in the recent and the earlier windows (one release over
+        both periods), and each interest's trend decided on the noisy counts."""
+        from tansuo.interests.profile import trend_of
+        from tansuo.privacy.dp import dp_interest_counts
+
+        snap = self._snapshot()
+        if snap is None:
+            return {"values": {}, "rows": []}
+        tracker = snap[0]
+        c = tracker.config
+        windows = [w for st in tracker.users.values() for w in st.windows]
+        if not windows:
+            return {"values": {}, "rows": []}
+        last = max(windows)
+        users, keys = [], []
+        for u, st in tracker.users.items():
+            for w, counts in st.windows.items():
+                period = ("recent" if w > last - c.recent_windows else
+                          "earlier" if w > last - c.recent_windows - c.history_windows else None)
+                if period is None:
+                    continue
+                for unit, n in counts.items():
+                    users += [u] * n
+                    keys += [f"{period}:{unit}"] * n
+        names = tracker.space.names
+        domain = [f"{p}:{u}" for p in ("recent", "earlier") for u in range(len(names))]
+        rel = dp_interest_counts(users, keys, self.engine.settings.dp_epsilon, budget,
+                                 max_interests_per_user=10, max_per_interest=10, domain=domain,
+                                 label="interest trend counts")
+        v = rel.values
+        n_r = sum(v[f"recent:{u}"] for u in range(len(names)))
+        n_b = sum(v[f"earlier:{u}"] for u in range(len(names)))
+        rows = []
+        for u, name in enumerate(names):
+            r, b = v[f"recent:{u}"], v[f"earlier:{u}"]
+            if r == 0 and b == 0:
+                continue
+            trend = trend_of(b, n_b, r, n_r, c.alpha, False, c.min_change) if n_b and n_r \
+                else "stable"
+            rows.append({"name": name, "recent": r, "earlier": b, "trend": trend})
+        rows.sort(key=lambda x: -x["recent"])
+        return {**rel.to_dict(), "values": {}, "rows": rows}
+
+    def _dp_popular(self, budget: Any) -> dict[str, Any]:
+        """Noisy distinct shoppers per item over the last 7 days of data."""
+        from tansuo.privacy.dp import dp_popular_items
+
+        store = self._reader()
+        last = store._fetchall("SELECT MAX(ts) FROM events")[0][0]
+        if last is None:
+            return {"values": {}, "items": []}
+        rows = store._fetchall("SELECT user_id, item_id FROM events WHERE ts >= ? AND "
+                               "item_id IS NOT NULL", (int(last) - 7 * 86_400_000,))
+        rel = dp_popular_items([r[0] for r in rows], [r[1] for r in rows],
+                               self.engine.settings.dp_epsilon, budget, max_items_per_user=20,
+                               top=10, domain=self.engine.tracker.space.item_ids
+                               if self.engine.tracker is not None else None,
+                               label="popular items (7 days)")
+        titles = self.engine.titles
+        return {**rel.to_dict(), "items": [{"item_id": i, "title": titles.get(i), "users": n}
+                                           for i, n in rel.values.items()]}
 
     def users(self, prefix: str = "", limit: int = 20) -> dict[str, Any]:
         tracker = self.engine.tracker
@@ -189,6 +305,7 @@ class Insights:
         from tansuo.service.engine import ServiceError
 
         tracker = self.engine.tracker
+        user = self.engine.privacy.lookup(user)
         if tracker is None or user not in tracker.users:
             raise ServiceError(404, f"unknown user {user!r}: no events for this user id",
                                "user_id")

@@ -60,19 +60,32 @@ async function showOverview() {
   Plotly.newPlot("chart-activity", traces, {...LAYOUT, barmode: "stack"}, PLOT);
   Plotly.newPlot("chart-active", [{type: "scatter", mode: "lines", name: "active users",
     x: act.days, y: act.days.map((d) => act.active_users[d] || 0)}], LAYOUT, PLOT);
+  // population counts are differentially private releases (OpenDP; see docs/privacy.md)
+  const dp = o.private;
   const trendRow = (t) => `<tr><td>${esc(t.name)}</td><td class="trend-${t.trend}">` +
-    `${esc(t.trend)}</td><td class="num">${fmt(t.earlier_share)}</td>` +
-    `<td class="num">${fmt(t.recent_share)}</td></tr>`;
-  const tHead = ["interest", "trend", "earlier share", "recent share"];
-  table($("table-rising"), tHead, o.trends.rising.map(trendRow));
-  table($("table-fading"), tHead, o.trends.fading.map(trendRow));
-  const segs = o.segments.segments || [];
+    `${esc(t.trend)}</td><td class="num">${fmt(t.earlier)}</td>` +
+    `<td class="num">${fmt(t.recent)}</td></tr>`;
+  const tHead = ["interest", "trend", "earlier events (DP)", "recent events (DP)"];
+  const rows = dp.trends.rows || [];
+  table($("table-rising"), tHead, rows.filter((t) => t.trend === "rising" || t.trend === "new")
+    .slice(0, 10).map(trendRow));
+  table($("table-fading"), tHead, rows.filter((t) => t.trend === "fading" || t.trend === "gone")
+    .slice(0, 10).map(trendRow));
+  const sizes = dp.segments.values || {}, segNames = dp.segments.names || {};
+  const segIds = Object.keys(sizes);
   Plotly.newPlot("chart-segments", [{type: "bar", orientation: "h",
-    y: segs.map((s) => `#${s.segment}: ` + s.top_interests.slice(0, 2).map((t) => t.name)
-      .join(", ")),
-    x: segs.map((s) => s.users), text: segs.map((s) => s.trend), textposition: "auto"}],
-    {...LAYOUT, margin: {l: 260, r: 20, t: 10, b: 40},
+    y: segIds.map((k) => `#${k}: ${segNames[k] || ""}`), x: segIds.map((k) => sizes[k]),
+    name: "users (DP)"}],
+    {...LAYOUT, margin: {l: 260, r: 20, t: 10, b: 40}, xaxis: {title: "users (DP)"},
      yaxis: {type: "category", automargin: true}}, PLOT);
+  table($("table-popular"), ["item", "shoppers in 7 days (DP)"], (dp.popular.items || [])
+    .map((i) => `<tr><td>${itemLink(i.item_id, i.title)}</td>` +
+      `<td class="num">${fmt(i.users)}</td></tr>`));
+  const b = dp.budget;
+  $("dp-note").textContent = `Segment sizes, trend counts and popular items are ` +
+    `differentially private (OpenDP, ε = ${b.per_release} per release; ${fmt(b.spent, 1)} of ` +
+    `${fmt(b.total, 1)} spent). ` + [dp.segments, dp.trends, dp.popular]
+      .map((r) => r.note || "").filter((x) => x).join(" ");
   $("overview-model").innerHTML = m.version
     ? `<p><b>${esc(m.version)}</b> — trained on ${fmt(m.users)} users, ${fmt(m.items)} items` +
       ` (${esc(m.created_at || "")})</p>` : "<p class='muted'>no trained model: " +

@@ -1,0 +1,1 @@
+"""Privacy by design: pseudonymisation, retention, erasure, differential privacy, audit."""
