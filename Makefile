@@ -19,7 +19,7 @@ $(PY):
 # so it is installed without them (we only read its data files).
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,dp]'
 	$(PIP) install --quiet --no-deps --ignore-requires-python obp==0.5.7
 	touch $(STAMP)
 

@@ -29,7 +29,6 @@ def serve_cmd(
                     "follows the store: every worker sees every acknowledged event.")] = None,
 ) -> None:
     """Start the HTTP service (FastAPI on uvicorn) on the store and the latest model."""
-    import gc
     import json
     import os
     import shutil
@@ -37,7 +36,7 @@ def serve_cmd(
     import uvicorn
 
     from tansuo.exploration.policy import PolicyConfig
-    from tansuo.service.app import create_app
+    from tansuo.service.app import create_app, quiet_collector
     from tansuo.service.engine import Engine
 
     state = _state(ctx)
@@ -74,11 +73,7 @@ def serve_cmd(
         engine = Engine(state.settings, policy, progress=True)
     except TansuoError as exc:
         _fail(str(exc), 2)
-    # The loaded state is hundreds of thousands of long-lived objects; a full garbage
-    # collection over them takes ~150 ms, a latency spike for whichever request triggers it.
-    # Freezing them leaves the collector only what requests and new events allocate.
-    gc.collect()
-    gc.freeze()
+    quiet_collector()
     health = engine.health()
     err.print(f"serving {health['items']:,} items, {health['users']:,} users, model "
               f"{health['model_version'] or '(none: interest-space scores)'} on "
