@@ -17,15 +17,12 @@ Every figure comes from ``tansuo evaluate`` runs started here:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from _docs import write_block
+from _docs import cached_evaluate, ci_cell, write_block
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / "benchmarks" / "peers" / "results" / "sasrec.json"
@@ -40,24 +37,10 @@ OUT = ROOT / "benchmarks" / "out" / "interest-model"
 def evaluate(*args: str, fresh: bool = False) -> tuple[dict[str, Any], str]:
     """One ``tansuo evaluate`` run; its report is kept under benchmarks/out/interest-model/
     so an interrupted benchmark resumes where it stopped (``--fresh`` reruns everything)."""
-    command = "tansuo evaluate " + " ".join(args)
-    out = OUT / (hashlib.sha256(command.encode()).hexdigest()[:16] + ".json")
-    if out.exists() and not fresh:
-        print(f"$ {command}  (kept: {out})", file=sys.stderr, flush=True)
-        return json.loads(out.read_text()), command
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    cmd = [sys.executable, "-m", "tansuo.cli", "--home", str(OUT / "home"), "evaluate", *args,
-           "--json", str(tmp)]
-    print(f"$ {command}", file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    os.replace(tmp, out)
-    return json.loads(out.read_text()), command
+    return cached_evaluate(OUT, *args, fresh=fresh)
 
 
-def cell(r: dict[str, Any], m: str) -> str:
-    lo, hi = r["ci"][m]
-    return f"{r['metrics'][m]:.4f} ({lo:.4f}–{hi:.4f})"
+cell = ci_cell
 
 
 def seed_detail(r: dict[str, Any]) -> str:

@@ -90,7 +90,7 @@ async def load(url: str, key: str, users: list[str], items: list[str], rate: flo
                     await r.read()
                     if r.status != 200:
                         errors.append(str(r.status))
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 errors.append(type(exc).__name__)
             latencies.append(time.perf_counter() - scheduled)
 
@@ -107,7 +107,7 @@ async def load(url: str, key: str, users: list[str], items: list[str], rate: flo
                         errors.append(f"events {r.status}")
                     else:
                         sent_events += body["accepted"]
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 errors.append(f"events {type(exc).__name__}")
 
         # events on their own clock too: a batch every 100 ms whatever the server's pace

@@ -31,8 +31,20 @@ unknown user, -1, is fine): only the given history, its event types and times, a
 do. Without a :class:`HistoryContext` types and times are "unknown", slots trained by
 hiding the context of a share (``context_dropout``) of the training sequences.
 
+Differential privacy (optional, ``dp_epsilon``; needs ``pip install 'tansuo[dp]'``): ``fit``
+trains with DP-SGD through Opacus (:mod:`tansuo.privacy.dpsgd`): each step Poisson-samples
+users (``batch_size`` expected), takes one random window of ≤ ``max_len`` interactions of each
+sampled user, clips each user's gradient to ``dp_max_grad_norm`` and adds Gaussian noise
+calibrated so that exactly ``epochs`` epochs spend ``dp_epsilon`` at ``dp_delta``: the
+released weights are (ε, δ) user-level DP (adding or removing all of one user's
+interactions). No validation hold-out, early stopping, training loss or data-dependent item
+masks are used or logged (nor the sizes of the sampled batches); the item catalogue (and item
+text) and the number of users are treated as public.
+``fit_info()["dp"]`` records the ε spent (RDP accountant), δ, clipping norm, noise multiplier
+and sample rate. Opacus is imported only there.
+
 Persistence: the state dict as numpy arrays plus a small JSON meta array (event types, text
-width, ``best_epoch``, ``training_log``); no pickle.
+width, ``best_epoch``, ``training_log``, DP parameters of a DP fit); no pickle.
 """
 
 from __future__ import annotations
@@ -117,8 +129,27 @@ class SASRecConfig(ModelConfig):
     """torch intra-op threads while fitting and scoring (0 = torch's default)."""
     device: str = "cpu"
     """"cpu" or "cuda"/"cuda:N" (falls back to the CPU with a warning if unavailable)."""
+    dp_epsilon: float | None = None
+    """Train with user-level differential privacy (DP-SGD, Opacus) at this ε; None = off.
+    With DP, ``fit`` trains exactly ``epochs`` epochs on all the data (no validation
+    hold-out, no early stopping), ``batch_size`` is the expected number of *users* per step
+    (Poisson sampling) and each sampled user contributes one window of their sequence."""
+    dp_delta: float | None = None
+    """δ of the DP guarantee; None = 1 / (10 · number of users with interactions)."""
+    dp_max_grad_norm: float = 1.0
+    """Per-user gradient clipping norm C of DP-SGD."""
 
     def __post_init__(self) -> None:
+        for name in ("dp_epsilon", "dp_delta"):  # model specs pass "4" / "none" as text
+            raw = getattr(self, name)
+            if isinstance(raw, str):
+                low = raw.strip().lower()
+                try:
+                    value = None if low in ("", "none", "null", "inf") else float(low)
+                except ValueError:
+                    raise ValueError(f"invalid SASRec config: {name} must be a number or "
+                                     f"none, got {raw!r}") from None
+                object.__setattr__(self, name, value)
         checks = [
             (self.max_len >= 1, "max_len must be ≥ 1"),
             (self.hidden >= 1 and self.layers >= 1 and self.heads >= 1 and self.inner >= 1,
@@ -138,10 +169,20 @@ class SASRecConfig(ModelConfig):
             (self.valid_users >= 0 and self.threads >= 0, "valid_users and threads must be ≥ 0"),
             (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:"),
              "device must be 'cpu', 'cuda' or 'cuda:N'"),
+            (self.dp_epsilon is None or self.dp_epsilon > 0, "dp_epsilon must be > 0 or None"),
+            (self.dp_delta is None or 0 < self.dp_delta < 1, "dp_delta must be in (0, 1)"),
+            (self.dp_max_grad_norm > 0, "dp_max_grad_norm must be > 0"),
+            (self.dp_epsilon is None or not self.refit_on_full,
+             "refit_on_full cannot be combined with dp_epsilon (DP fits use all the data)"),
         ]
         errors = [msg for ok, msg in checks if not ok]
         if errors:
             raise ValueError(f"invalid SASRec config: {'; '.join(errors)} (got {self})")
+
+    @property
+    def private(self) -> bool:
+        """Whether ``fit`` trains with differential privacy."""
+        return self.dp_epsilon is not None
 
     @property
     def uses_text(self) -> bool:
@@ -372,6 +413,7 @@ class SASRec(Recommender):
         self._warned_device = False
         self._item_cache: tuple[Any, np.ndarray] | None = None
         self._tensors: tuple[Any, list[torch.Tensor]] | None = None
+        self.dp_info: dict[str, Any] | None = None
 
     @property
     def seconds_to_best(self) -> float:
@@ -386,7 +428,9 @@ class SASRec(Recommender):
                 "best_valid_ndcg@10": max((e.get("valid_ndcg@10", 0.0) for e in fit),
                                           default=None),
                 "softmax": fit[0]["softmax"] if fit else None,
-                "refit_epochs": sum(e["phase"] == "refit" for e in self.training_log)}
+                "refit_epochs": sum(e["phase"] == "refit" for e in self.training_log),
+                **({"dp": dict(self.dp_info), "best_valid_ndcg@10": None}
+                   if self.dp_info is not None else {})}
 
     # -- context managers: threads, RNG, device ----------------------------------------------
     @contextmanager
@@ -458,6 +502,13 @@ class SASRec(Recommender):
         if not len(data.interactions):
             raise ValueError("SASRec cannot fit on no interactions")
         self._check_text(data)
+        if c.private:
+            self.training_log = []
+            with self._threads(deterministic=True), torch.random.fork_rng(devices=[]):
+                torch.manual_seed(c.seed)
+                self._fit_private(data)
+            return self
+        self.dp_info = None
         inter = data.interactions
         off = inter.offsets()
         lengths = np.diff(off)
@@ -500,6 +551,9 @@ class SASRec(Recommender):
                              f"items), got {data.n_items}")
         if epochs < 1:
             raise ValueError(f"epochs must be ≥ 1, got {epochs}")
+        if self.config.private or self.dp_info is not None:
+            raise ValueError("fine_tune trains without differential privacy, which would void "
+                             "the guarantee of this DP model: fit a new one instead")
         with self._threads(deterministic=True), torch.random.fork_rng(devices=[]):
             seed = self.config.seed + 1 + len(self.training_log)
             torch.manual_seed(seed)
@@ -597,6 +651,104 @@ class SASRec(Recommender):
         net.eval()
         return best_state, best
 
+    def _fit_private(self, data: TrainData) -> None:
+        """User-level DP-SGD (Opacus): Poisson-sampled users, one window of each sampled user
+        per step, per-user gradient clipping to ``dp_max_grad_norm``, Gaussian noise calibrated
+        by Opacus so that ``epochs`` epochs spend at most ``dp_epsilon`` at ``dp_delta``.
+
+        Nothing data-dependent leaves the run except through the noised gradients: every item
+        of the (public) catalogue competes in the softmax (``seen`` and ``id_mask`` all on),
+        sampled-softmax negatives are uniform, and the log holds no training loss."""
+        from tansuo.privacy.dpsgd import ACCOUNTANT, per_sample_grads, require_opacus
+
+        require_opacus()
+        from opacus import PrivacyEngine
+        from torch.utils.data import DataLoader, TensorDataset
+
+        c = self.config
+        self._build(data)
+        net = self.net
+        assert net is not None
+        net.seen.fill_(True)
+        if c.uses_id:
+            net.id_mask.fill_(1.0)
+        device = self._device()
+        net.to(device)
+        inter = data.interactions
+        lengths = np.diff(inter.offsets())
+        win = _windows(inter, c.time_buckets, c.max_len)
+        counts = -(-lengths // c.max_len)  # windows of each user (0 without interactions)
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        users = np.flatnonzero(lengths > 0)
+        n_users = len(users)
+        delta = c.dp_delta if c.dp_delta is not None else 1.0 / (10 * n_users)
+        loader = DataLoader(TensorDataset(torch.arange(n_users)),
+                            batch_size=min(c.batch_size, n_users),
+                            generator=torch.Generator().manual_seed(c.seed))
+        noise = torch.Generator(device=device).manual_seed(c.seed + 1)
+        objective = _DPObjective(net)
+        params = [p for p in net.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        with warnings.catch_warnings():  # "secure RNG off": we want seeded, repeatable runs
+            warnings.filterwarnings("ignore", module=r"opacus\..*")
+            engine = PrivacyEngine(accountant=ACCOUNTANT)
+            _, dp_opt, dp_loader = engine.make_private_with_epsilon(
+                module=net, optimizer=opt, data_loader=loader, target_epsilon=c.dp_epsilon,
+                target_delta=delta, epochs=c.epochs, max_grad_norm=c.dp_max_grad_norm,
+                grad_sample_mode="no_op", poisson_sampling=True, noise_generator=noise)
+        sample_rate = 1.0 / len(loader)
+        sampled = self.n_items > c.sampled_softmax_above
+        rng = np.random.default_rng(c.seed)
+        named = [(f"net.{k}", p) for k, p in net.named_parameters() if p.requires_grad]
+        steps = 0
+        bar = tqdm(range(1, c.epochs + 1), desc="sasrec fit (dp)", unit="epoch",
+                   disable=None, file=sys.stderr, leave=False)
+        try:
+            for epoch in bar:
+                started = time.perf_counter()
+                net.train()
+                for (idx,) in dp_loader:
+                    u = users[idx.numpy().astype(np.int64)]
+                    if not len(u):  # an empty Poisson batch: the step is noise only
+                        for _, p in named:
+                            p.grad_sample = torch.zeros((0, *p.shape), device=device)
+                    else:
+                        rows = first[u] + (rng.random(len(u)) * counts[u]).astype(np.int64)
+                        hide = rng.random(len(u)) < c.context_dropout
+                        batch = _tensors(win, rows, hide, device)
+                        shared = ((torch.randint(self.n_items, (c.negatives,), device=device),)
+                                  if sampled else ())
+                        _, grads = per_sample_grads(objective, _call, batch, shared)
+                        for name, p in named:
+                            p.grad_sample = grads[name]
+                    dp_opt.step()
+                    dp_opt.zero_grad(set_to_none=True)
+                    steps += 1
+                spent = float(engine.get_epsilon(delta))
+                entry: dict[str, Any] = {
+                    "phase": "fit", "epoch": epoch, "softmax": "sampled" if sampled else "full",
+                    "dp_epsilon_spent": round(spent, 6),
+                    "seconds": round(time.perf_counter() - started, 3)}
+                self.training_log.append(entry)
+                bar.set_postfix({"epsilon": round(spent, 3)})
+        finally:
+            bar.close()
+            for p in net.parameters():
+                for attr in ("grad_sample", "summed_grad"):
+                    if hasattr(p, attr):
+                        delattr(p, attr)
+                p.grad = None
+        net.eval()
+        self.best_epoch = c.epochs
+        self.dp_info = {
+            "unit": "user", "epsilon": round(float(engine.get_epsilon(delta)), 6),
+            "target_epsilon": float(c.dp_epsilon), "delta": float(delta),
+            "max_grad_norm": float(c.dp_max_grad_norm),
+            "noise_multiplier": float(dp_opt.noise_multiplier), "sample_rate": sample_rate,
+            "expected_users_per_step": round(sample_rate * n_users, 3), "users": n_users,
+            "steps": steps, "epochs": c.epochs, "accountant": ACCOUNTANT,
+            "sampling": "poisson", "early_stopping": False}
+
     # -- queries -------------------------------------------------------------------------------
     def _inputs(self, history: Sequence[np.ndarray], context: HistoryContext | None
                 ) -> tuple[np.ndarray, ...]:
@@ -679,6 +831,8 @@ class SASRec(Recommender):
         meta = {"text_dim": int(self.net.item_text.shape[1]) if self.config.uses_text else 0,
                 "event_types": list(EVENT_TYPES), "best_epoch": self.best_epoch,
                 "training_log": self.training_log}
+        if self.dp_info is not None:
+            meta["dp"] = self.dp_info
         out = {f"state.{k}": v.detach().cpu().numpy()
                for k, v in self.net.state_dict().items()}
         out["meta"] = np.array(json.dumps(meta))
@@ -688,6 +842,7 @@ class SASRec(Recommender):
         meta = json.loads(str(arrays["meta"]))
         self.best_epoch = int(meta["best_epoch"])
         self.training_log = list(meta["training_log"])
+        self.dp_info = dict(meta["dp"]) if meta.get("dp") is not None else None
         self.net = _Net(self.config, self.n_items, int(meta["text_dim"]),
                         len(meta["event_types"]) + 2)
         if tuple(meta["event_types"]) != EVENT_TYPES:
@@ -710,6 +865,37 @@ def _tensors(win: _Windows, rows: np.ndarray, hide: np.ndarray, device: torch.de
             arr[hide] = np.where(pad, _PAD, _UNKNOWN)
     return tuple(torch.as_tensor(a, device=device)
                  for a in (tokens, types, gp, gn, win.targets[rows]))
+
+
+class _DPObjective(nn.Module):
+    """The training loss of one window (unbatched inputs), for per-user gradients: mean
+    cross-entropy over its predicted positions, full softmax, or with ``neg`` a sampled
+    softmax over uniform negatives (logQ constant, so no correction)."""
+
+    def __init__(self, net: _Net) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Tensor,
+                gap_next: torch.Tensor, targets: torch.Tensor,
+                neg: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.net(tokens[None], types[None], gap_prev[None], gap_next[None])[0]
+        weight = (targets >= 0).to(h.dtype)
+        tv = targets.clamp(min=0)
+        if neg is None:
+            logits = h @ self.net.items().T
+        else:
+            pos = (h * self.net.items(tv)).sum(-1, keepdim=True)
+            negl = (h @ self.net.items(neg).T).masked_fill(neg[None] == tv[:, None],
+                                                           float("-inf"))
+            logits = torch.cat([pos, negl], dim=1)
+            tv = torch.zeros_like(tv)
+        ce = F.cross_entropy(logits, tv, reduction="none")
+        return (ce * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def _call(module_call: Any, *example: torch.Tensor) -> torch.Tensor:
+    return module_call(*example)
 
 
 class _Validation:
