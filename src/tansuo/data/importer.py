@@ -173,8 +173,15 @@ class _TimestampSpill:
         self._file.close()
 
 
+class _Parsed(list[np.ndarray]):
+    """In-memory stand-in for :class:`_TimestampSpill` (one chunk held in memory anyway)."""
+
+    def write(self, values: np.ndarray) -> None:
+        self.append(values)
+
+
 def _find_bots(chunks: Iterable[RawChunk], cleaner: EventCleaner, source: str,
-               limit: int, spill: _TimestampSpill | None = None) -> set[str]:
+               limit: int, spill: _TimestampSpill | _Parsed | None = None) -> set[str]:
     parts: list[pd.Series] = []
     pending = 0
     for chunk in chunks:
@@ -336,11 +343,15 @@ def import_frame(
                                opts.timestamp_unit, opts.timezone, known, strict_columns=True,
                                privacy=opts.privacy)
         if opts.cleaning.bot_max_events_per_minute > 0 and len(frame):
+            parsed = _Parsed()  # the scan's parsed timestamps, reused by the cleaning pass
             cleaner.bots = _find_bots([chunk], cleaner, source,
-                                      opts.cleaning.bot_max_events_per_minute)
+                                      opts.cleaning.bot_max_events_per_minute, parsed)
+            cleaner.parsed_timestamps = iter(parsed)
             report.bot_users = sorted(cleaner.bots)
-        with _progress(len(frame), "importing", False) as bar:
-            _run_events(store, iter([chunk]), cleaner, report, bar)
+        # one chunk: cleaned and written in this thread (no writer thread to overlap with)
+        clean = cleaner.clean(chunk, report.source)
+        written = store.write_events(clean.frame, report.import_id, clean.rejects)
+        report._add(clean, written.inserted, written.duplicates, len(frame) + len(chunk.rejects))
     report.status = "nothing_imported" if report.nothing_imported else "done"
     report.seconds = time.perf_counter() - started
     store.finish_import(report.import_id, report.status, report.to_dict())
