@@ -11,10 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +18,7 @@ import httpx
 import pytest
 
 from test_cli import run
+from test_service import serve_subprocess
 
 pytestmark = pytest.mark.slow
 
@@ -56,24 +53,7 @@ def served(tmp_path_factory):
     run(home, "evaluate", "--models", "pop,itemknn", "--k", "10", "--peers", str(peers))
     keys = {s: json.loads(run(home, "keys", "create", "--scope", s, "--json").stdout)["key"]
             for s in ("read", "ingest")}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "TANSUO_HOME": str(home)}
-    env.pop("TANSUO_DATABASE_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "tansuo.cli", "serve", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            if proc.poll() is not None:
-                raise AssertionError(f"tansuo serve exited: {proc.stderr.read()}")
-            try:
-                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    with serve_subprocess(home) as (_, url):
         # traffic for the exploration view: slates served, some of their slots clicked
         users = httpx.get(f"{url}/v1/insights/users", params={"limit": 40},
                           headers={"Authorization": f"Bearer {keys['read']}"}).json()["users"]
@@ -91,9 +71,6 @@ def served(tmp_path_factory):
         assert r.status_code == 200 and r.json()["accepted"] == len(clicks), r.text
         typical = sorted(users, key=lambda u: u["events"])[len(users) // 2]["user_id"]
         yield {"url": url, "keys": keys, "home": home, "user": typical}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
 
 
 @pytest.fixture(scope="module")

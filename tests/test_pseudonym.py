@@ -70,9 +70,8 @@ def _policy(home, **kw):
     return PrivacyPolicy.from_settings(Settings(home=home, **kw))
 
 
-def test_import_stores_pseudonyms_and_key_ids_only(tmp_path, store):
-    path = tmp_path / "e.csv"
-    path.write_text(EVENTS)
+def test_import_stores_pseudonyms_and_key_ids_only(tmp_path, store, write):
+    path = write("e.csv", EVENTS)
     policy = _policy(tmp_path, pseudonym_key=K1)
     report = import_events(store, path, ImportOptions(privacy=policy))
     assert report.accepted == 3 and report.rejected == 2
@@ -90,9 +89,8 @@ def test_import_stores_pseudonyms_and_key_ids_only(tmp_path, store):
     assert again.accepted == 0 and again.duplicates == 3
 
 
-def test_a_store_refuses_the_wrong_ring_or_none(tmp_path, store):
-    path = tmp_path / "e.csv"
-    path.write_text(EVENTS)
+def test_a_store_refuses_the_wrong_ring_or_none(tmp_path, store, write):
+    path = write("e.csv", EVENTS)
     import_events(store, path, ImportOptions(privacy=_policy(tmp_path, pseudonym_key=K1)))
     with pytest.raises(PrivacyError, match="no key is configured"):
         import_events(store, path, ImportOptions())
@@ -100,17 +98,15 @@ def test_a_store_refuses_the_wrong_ring_or_none(tmp_path, store):
         import_events(store, path, ImportOptions(privacy=_policy(tmp_path, pseudonym_key=K2)))
 
 
-def test_a_raw_store_is_not_silently_mixed_with_pseudonyms(tmp_path, store):
-    path = tmp_path / "e.csv"
-    path.write_text(EVENTS)
+def test_a_raw_store_is_not_silently_mixed_with_pseudonyms(tmp_path, store, write):
+    path = write("e.csv", EVENTS)
     import_events(store, path, ImportOptions())
     with pytest.raises(PrivacyError, match="rotate-pseudonym"):
         import_events(store, path, ImportOptions(privacy=_policy(tmp_path, pseudonym_key=K1)))
 
 
-def test_minimisation_drops_fields_and_keeps_text_as_embeddings_only(tmp_path, store):
-    path = tmp_path / "e.csv"
-    path.write_text(EVENTS)
+def test_minimisation_drops_fields_and_keeps_text_as_embeddings_only(tmp_path, store, write):
+    path = write("e.csv", EVENTS)
     policy = _policy(tmp_path, stored_fields=["query"], text_storage="embedding")
     import_events(store, path, ImportOptions(privacy=policy))
     ev = store.events(["user_id", "query", "dwell_seconds"])
@@ -180,13 +176,11 @@ def test_no_raw_user_id_anywhere_in_the_data_directory_after_a_full_run(tmp_path
     assert _raw_ids_in(plain, RAW)
 
 
-def test_rotation_rekeys_in_place_and_the_old_ring_is_refused(tmp_path):
+def test_rotation_rekeys_in_place_and_the_old_ring_is_refused(tmp_path, write):
     home = tmp_path / "home"
-    path = tmp_path / "e.csv"
-    path.write_text(EVENTS)
-    items = tmp_path / "items.csv"
-    items.write_text("item_id,title,category\ni1,trail shoe,Sports > Running\n"
-                     "i2,cake tin,Home > Baking\ni3,headphones,Electronics > Audio\n")
+    path = write("e.csv", EVENTS)
+    items = write("items.csv", "item_id,title,category\ni1,trail shoe,Sports > Running\n"
+                  "i2,cake tin,Home > Baking\ni3,headphones,Electronics > Audio\n")
     run(home, "import", "items", str(items))
     run(home, "import", "events", str(path))  # raw ids, as a store made before privacy
     first = json.loads(run(home, "keys", "rotate-pseudonym", "--new-key", K1, "--json").stdout)

@@ -4,9 +4,14 @@ recommendations, interests, items, erasure, hot-swap, auth, limits, metrics."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -61,6 +66,39 @@ class _Server:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+@contextmanager
+def serve_subprocess(home, *args: str, env: dict[str, str] | None = None):
+    """`tansuo serve` on ``home`` in a subprocess on a free port, once it answers /v1/health:
+    yields (the process, its base URL); stopped (if still running) on exit."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    full = {**os.environ, "TANSUO_HOME": str(home), **(env or {})}
+    full.pop("TANSUO_DATABASE_URL", None)
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "tansuo.cli", "serve", "--port",
+                                 str(port), *args], env=full, stdout=subprocess.DEVNULL,
+                                stderr=log, text=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(1200):
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise AssertionError(f"tansuo serve exited: {log.read()}")
+                try:
+                    if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            else:
+                raise AssertionError("tansuo serve never answered /v1/health")
+            yield proc, url
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait(30)
 
 
 @pytest.fixture(scope="module")
@@ -316,29 +354,13 @@ def test_hot_swap_under_concurrent_load_fails_no_request(service):
 
 
 def test_sigkill_during_ingestion_loses_no_acknowledged_event(tmp_path):
-    import os
     import signal
-    import subprocess
-    import sys
 
     _data(tmp_path)
     home = tmp_path / "home"
     run(home, "import", "items", str(tmp_path / "items.csv"))
     key, _ = KeyStore(home).create(["ingest"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "TANSUO_HOME": str(home)}
-    proc = subprocess.Popen([sys.executable, "-m", "tansuo.cli", "serve", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with serve_subprocess(home) as (proc, url):
         acknowledged: set[str] = set()
         killer = threading.Timer(2.0, lambda: proc.send_signal(signal.SIGKILL))
         killer.start()
@@ -356,9 +378,6 @@ def test_sigkill_during_ingestion_loses_no_acknowledged_event(tmp_path):
                 acknowledged.update(e["event_id"] for e in batch)
             n += 50
         killer.cancel()
-    finally:
-        proc.kill()
-        proc.wait()
     from tansuo.data.store import open_store
 
     with open_store(Settings(home=home).resolved_database_url) as store:
@@ -437,10 +456,6 @@ def test_a_store_without_catalogue_still_serves(tmp_path):
 def test_workers_follow_each_other_through_the_store(tmp_path):
     """`tansuo serve --workers 2`: whichever worker answers, it reflects events, erasures,
     new items and model swaps that the other one acknowledged — on its very next request."""
-    import os
-    import subprocess
-    import sys
-
     _data(tmp_path)
     home = tmp_path / "home"
     run(home, "import", "items", str(tmp_path / "items.csv"))
@@ -449,33 +464,19 @@ def test_workers_follow_each_other_through_the_store(tmp_path):
     store_keys = KeyStore(home)
     h = {s: {"Authorization": f"Bearer {store_keys.create([s])[0]}"}
          for s in ("read", "ingest", "admin")}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "TANSUO_HOME": str(home), "TANSUO_RATE_LIMIT_PER_MINUTE": "0"}
-    env.pop("TANSUO_DATABASE_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "tansuo.cli", "serve", "--port", str(port),
-                             "--workers", "2"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    with serve_subprocess(home, "--workers", "2",
+                          env={"TANSUO_RATE_LIMIT_PER_MINUTE": "0"}) as (_, url):
 
-    def each_worker(method: str, path: str, **kw) -> dict[str, httpx.Response]:
-        """One answer from every worker (a fresh connection per request)."""
-        seen: dict[str, httpx.Response] = {}
-        for _ in range(400):
-            r = httpx.request(method, url + path, timeout=10, **kw)
-            seen.setdefault(r.headers["x-tansuo-worker"], r)
-            if len(seen) == 2:
-                return seen
-        raise AssertionError(f"only workers {sorted(seen)} answered {path}")
+        def each_worker(method: str, path: str, **kw) -> dict[str, httpx.Response]:
+            """One answer from every worker (a fresh connection per request)."""
+            seen: dict[str, httpx.Response] = {}
+            for _ in range(400):
+                r = httpx.request(method, url + path, timeout=10, **kw)
+                seen.setdefault(r.headers["x-tansuo-worker"], r)
+                if len(seen) == 2:
+                    return seen
+            raise AssertionError(f"only workers {sorted(seen)} answered {path}")
 
-    try:
-        for _ in range(1200):
-            try:
-                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
         each_worker("GET", "/v1/health")  # both loaded
         batch = [{"user_id": "newbie", "item_id": f"A{j}", "type": "purchase",
                   "timestamp": T0 + 90_000 + j} for j in range(3)]
@@ -503,6 +504,3 @@ def test_workers_follow_each_other_through_the_store(tmp_path):
 
         metrics = httpx.get(f"{url}/metrics").text
         assert "tansuo_events_ingested_total 3.0" in metrics  # summed over the workers
-    finally:
-        proc.terminate()
-        proc.wait(30)

@@ -10,7 +10,7 @@ import numpy as np
 
 from tansuo.data.store import EventStore
 
-__all__ = ["StoreStats", "daily_activity", "store_stats"]
+__all__ = ["StoreStats", "daily_activity", "iso_utc", "store_stats"]
 
 
 @dataclass
@@ -35,7 +35,8 @@ class StoreStats:
         return asdict(self)
 
 
-def _iso(ms: int | None) -> str | None:
+def iso_utc(ms: int | None) -> str | None:
+    """Epoch milliseconds as ISO 8601 UTC with a Z (None stays None)."""
     if ms is None:
         return None
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
@@ -78,8 +79,8 @@ def store_stats(store: EventStore) -> StoreStats:
         events=int(lengths.sum()) if users else 0,
         events_by_type=by_type,
         events_by_day=by_day,
-        first_event=_iso(first),
-        last_event=_iso(last),
+        first_event=iso_utc(first),
+        last_event=iso_utc(last),
         sparsity=round(1.0 - pairs / (users * items), 6) if users and items else 1.0,
         sequence_length=seq,
         quarantined_by_reason=quarantined,

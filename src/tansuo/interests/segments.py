@@ -27,7 +27,7 @@ from sklearn.metrics import silhouette_score
 
 from tansuo.interests.profile import InterestTracker, trend_of
 
-__all__ = ["Segments", "segment_users", "population_trends"]
+__all__ = ["Segments", "segment_users", "population_trends", "window_period"]
 
 
 @dataclass
@@ -120,6 +120,17 @@ def segment_users(tracker: InterestTracker, k: int | None = None,
     return Segments(users, labels, shares, kk, sil, tried, segs)
 
 
+def window_period(window: int, last: int, recent_windows: int, history_windows: int
+                  ) -> str | None:
+    """Which side of the trend rule a time window falls on: the last ``recent_windows``
+    are "recent", the ``history_windows`` before them "earlier", older ones neither."""
+    if window > last - recent_windows:
+        return "recent"
+    if window > last - recent_windows - history_windows:
+        return "earlier"
+    return None
+
+
 def population_trends(tracker: InterestTracker, recent_windows: int | None = None,
                       history_windows: int | None = None) -> list[dict[str, Any]]:
     """Every interest's trend across all users (rising first, then new, ..., gone)."""
@@ -132,9 +143,10 @@ def population_trends(tracker: InterestTracker, recent_windows: int | None = Non
     last = max(windows)
     rec, bef = Counter[int](), Counter[int]()
     for w, counts in windows.items():
-        if w > last - rw:
+        period = window_period(w, last, rw, hw)
+        if period == "recent":
             rec.update(counts)
-        elif w > last - rw - hw:
+        elif period == "earlier":
             bef.update(counts)
     n_r, n_b = sum(rec.values()), sum(bef.values())
     first = {}

@@ -50,7 +50,7 @@ from tansuo.privacy.audit import AuditLog
 from tansuo.privacy.policy import PrivacyError
 
 __all__ = ["ErasureReceipt", "erase_user", "retrain_latest", "attach_retrain", "receipts",
-           "mentions", "erased_users", "filter_log_lines"]
+           "mentions", "erased_users", "filter_log_lines", "write_atomically"]
 
 _DELIMITERS = (",", "\t", ";", "|")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -142,7 +142,7 @@ def mentions(raw: str | None, user_id: str) -> bool:
 
 
 # -- files ---------------------------------------------------------------------------------------
-def _replace_text(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file next to ``path``, flush it, and swap it in."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
@@ -173,7 +173,7 @@ def filter_log_lines(path: Path, drop: Callable[[dict[str, Any]], bool],
             kept.append(line if line.endswith("\n") else line + "\n")
     if dropped and not dry_run:
         text = "".join(kept).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        _replace_text(path, text)
+        write_atomically(path, text)
     return dropped
 
 
@@ -190,7 +190,7 @@ def _scrub_csv(path: Path, user_id: str, dry_run: bool = False) -> int:
     if dropped and not dry_run:
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(kept)
-        _replace_text(path, buf.getvalue())
+        write_atomically(path, buf.getvalue())
     return dropped
 
 
@@ -257,7 +257,7 @@ def _sweep(store: EventStore, home: Path, user_id: str, dry_run: bool = False
 
 def _write_receipt(receipt: ErasureReceipt, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _replace_text(path, json.dumps(receipt.to_dict(), indent=2) + "\n")
+    write_atomically(path, json.dumps(receipt.to_dict(), indent=2) + "\n")
 
 
 def erase_user(store: EventStore, home: Path | str, user_id: str, actor: str = "cli"

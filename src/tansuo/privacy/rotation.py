@@ -13,7 +13,6 @@ the new ring (it refuses the store otherwise).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from tansuo.data.store import EventStore
+from tansuo.privacy.erasure import write_atomically
 from tansuo.privacy.policy import WITHHELD, PrivacyError
 from tansuo.privacy.pseudonym import Pseudonymizer
 
@@ -56,12 +56,6 @@ def _map_json(raw: str | None, mapping: dict[str, str]) -> str | None:
         return WITHHELD
     return json.dumps({k: mapping.get(v, v) if isinstance(v, str) else v
                        for k, v in doc.items()})
-
-
-def _rewrite(path: Path, transform: Callable[[str], str]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(transform(path.read_text()))
-    tmp.replace(path)
 
 
 def rotate_pseudonyms(store: EventStore, home: Path, current: Pseudonymizer | None,
@@ -124,7 +118,7 @@ def rotate_pseudonyms(store: EventStore, home: Path, current: Pseudonymizer | No
                 slates += 1
                 out.append(json.dumps(rec) + "\n")
             return "".join(out)
-        _rewrite(served, rekey_log)
+        write_atomically(served, rekey_log(served.read_text()))
     models = 0
     for vocab in sorted((home / "models").glob("*/vocab.npz")):
         with np.load(vocab) as z:
@@ -142,9 +136,7 @@ def rotate_pseudonyms(store: EventStore, home: Path, current: Pseudonymizer | No
         if path.exists():
             truth = pd.read_csv(path, dtype={"user_id": str})
             truth["user_id"] = [mapping.get(u, step(u)) for u in truth["user_id"]]
-            tmp = path.with_name(f".{name}.tmp")
-            truth.to_csv(tmp, index=False)
-            tmp.replace(path)
+            write_atomically(path, truth.to_csv(index=False))
             files += 1
     raw_events = shop / "events.csv"
     if current is None and raw_events.exists():  # the raw ids' last copy in the data directory

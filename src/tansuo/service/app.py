@@ -235,8 +235,7 @@ def create_app(engine: Engine) -> FastAPI:
         if out.get("swapped") and gc.get_freeze_count():
             # `tansuo serve` froze the loaded state; let the replaced model be collected
             gc.unfreeze()
-            gc.collect()
-            gc.freeze()
+            quiet_collector()
         if out.get("swapped"):
             if out.get("previous_version"):
                 model_info.labels(out["previous_version"]).set(0)

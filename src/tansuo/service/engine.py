@@ -220,7 +220,7 @@ class Engine:
 
         if not events:
             raise ServiceError(422, "the batch is empty: send at least one event", "events")
-        frame = _frame(events, EVENT_COLUMNS, ("user_id", "item_id", "type", "timestamp"))
+        frame = _frame(events, EVENT_COLUMNS)
         # writers queue on the write lock; requests wait only while the new events are folded
         # into the in-memory state (the database write and its fsync happen outside it)
         with self.write_lock:
@@ -276,7 +276,7 @@ class Engine:
 
         if not items:
             raise ServiceError(422, "no items: send at least one", "items")
-        frame = _frame(items, ITEM_COLUMNS, ("item_id", "title"))
+        frame = _frame(items, ITEM_COLUMNS)
         with self.write_lock, self.lock:
             try:
                 report = import_frame(self.store, frame, "items", source="http")
@@ -748,15 +748,12 @@ def _titles(items: pd.DataFrame) -> dict[str, str]:
             if isinstance(t, str) and t}
 
 
-def _frame(rows: list[dict[str, Any]], columns: Sequence[str],
-           required: Sequence[str]) -> pd.DataFrame:
-    """Rows as a frame with the required columns always present (a missing field is null,
-    so the import rules reject the row with a reason instead of failing the batch) and the
-    optional ones only when some row has them (each column costs the cleaning rules time)."""
+def _frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    """Rows as a frame with every schema column present (missing fields are null, so the
+    import rules reject the row with a reason instead of failing the batch)."""
     frame = pd.DataFrame(rows)
-    present = [c for c in columns if c in required or c in frame.columns]
     extra = [c for c in frame.columns if c not in columns]
-    return frame.reindex(columns=[*present, *extra])
+    return frame.reindex(columns=[*columns, *extra])
 
 
 def _num(x: object) -> float | None:

@@ -26,12 +26,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tansuo.data.stats import iso_utc
 from tansuo.data.store import EventStore, open_store
 
 __all__ = ["Insights", "latest_evaluation_path"]
@@ -42,12 +42,6 @@ _CLICKS = ("click", "cart", "purchase", "favorite")
 def latest_evaluation_path(home: Path) -> Path:
     """Where ``tansuo evaluate`` leaves its latest report for the dashboard."""
     return Path(home) / "reports" / "evaluate-latest.json"
-
-
-def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 class Insights:
@@ -205,7 +199,7 @@ class Insights:
             except BudgetExhausted as exc:
                 if old:
                     return {**old, "note": f"{exc} — showing the release of "
-                                           f"{_iso(int(old['released_at'] * 1000))}"}
+                                           f"{iso_utc(int(old['released_at'] * 1000))}"}
                 return {"values": {}, "note": str(exc)}
             doc["released_at"] = time.time()
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -231,6 +225,7 @@ class Insights:
         """Noisy events per interest in the recent and the earlier windows (one release over
         both periods), and each interest's trend decided on the noisy counts."""
         from tansuo.interests.profile import trend_of
+        from tansuo.interests.segments import window_period
         from tansuo.privacy.dp import dp_interest_counts
 
         snap = self._snapshot()
@@ -245,8 +240,7 @@ class Insights:
         users, keys = [], []
         for u, st in tracker.users.items():
             for w, counts in st.windows.items():
-                period = ("recent" if w > last - c.recent_windows else
-                          "earlier" if w > last - c.recent_windows - c.history_windows else None)
+                period = window_period(w, last, c.recent_windows, c.history_windows)
                 if period is None:
                     continue
                 for unit, n in counts.items():
@@ -298,7 +292,7 @@ class Insights:
             ids = [u for u in tracker.users if u.startswith(prefix)]
             ids.sort()
             rows = [{"user_id": u, "events": tracker.users[u].events,
-                     "last_seen": _iso(tracker.users[u].last_ts)} for u in ids[:limit]]
+                     "last_seen": iso_utc(tracker.users[u].last_ts)} for u in ids[:limit]]
         return {"users": rows, "total": len(ids)}
 
     def user_events(self, user: str, limit: int = 20) -> dict[str, Any]:
@@ -316,7 +310,7 @@ class Insights:
         out = []
         for ts, row, typ, unit in recent:
             item = space.item_ids[row] if row >= 0 else None
-            out.append({"timestamp": _iso(ts), "type": typ, "item_id": item,
+            out.append({"timestamp": iso_utc(ts), "type": typ, "item_id": item,
                         "title": titles.get(item) if item else None,
                         "interest": space.names[unit] if unit >= 0 else None})
         return {"user_id": user, "events": out}
@@ -402,7 +396,7 @@ class Insights:
         series: dict[str, dict[str, list[Any]]] = {}
         for (policy, start) in sorted(shown, key=lambda x: x[1]):
             s = series.setdefault(policy, {"times": [], "ctr": [], "shown": [], "clicks": []})
-            s["times"].append(_iso(start))
+            s["times"].append(iso_utc(start))
             s["shown"].append(shown[(policy, start)])
             s["clicks"].append(hits[(policy, start)])
             s["ctr"].append(round(hits[(policy, start)] / shown[(policy, start)], 5))
