@@ -171,3 +171,39 @@ def test_open_store_urls(tmp_path):
 def test_unreachable_postgres_is_a_clear_error():
     with pytest.raises(StoreError, match="cannot connect to PostgreSQL at postgresql://u:\\*\\*\\*@"):
         open_store("postgresql://u:secret@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_update_meta_from_several_connections_loses_no_update(store, store_url):
+    # Each writer reads the list, waits, then writes it back with its own entry added: done as
+    # get_meta + set_meta, all but one entry would be lost; update_meta serialises them.
+    import threading
+    import time
+
+    writers = 6
+    barrier = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def add(name: str) -> None:
+        conn = open_store(store_url)
+        try:
+            barrier.wait()
+
+            def slow(current: list[str]) -> list[str]:
+                time.sleep(0.05)
+                return sorted({*current, name})
+            conn.update_meta("erased_users_test", slow, [])
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=add, args=(f"u{i}",)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert store.get_meta("erased_users_test") == [f"u{i}" for i in range(writers)]
+    old, new = store.update_meta("erased_users_test", lambda v: v[:1], [])
+    assert old == [f"u{i}" for i in range(writers)] and new == ["u0"]
+    assert store.update_meta("fresh_key", lambda v: v + 1, 41) == (41, 42)

@@ -18,7 +18,7 @@ import json
 import sqlite3
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,6 +372,26 @@ class EventStore(ABC):
         rows = self._fetchall("SELECT value FROM meta WHERE key = ?", (key,))
         return json.loads(rows[0][0]) if rows else default
 
+    #: Row lock taken by :meth:`update_meta` (SQLite needs none: its write transactions
+    #: take the database's write lock when they begin).
+    _lock_row: str = ""
+
+    def update_meta(self, key: str, update: Callable[[Any], Any], default: Any = None
+                    ) -> tuple[Any, Any]:
+        """Read ``key``, store ``update(value)`` and return ``(old, new)``, atomically: two
+        processes updating the same key at once both get their change in (one waits for the
+        other), where :meth:`get_meta` then :meth:`set_meta` could lose one."""
+        with self.transaction() as cur:
+            # the row exists before it is locked, so two first writers cannot both insert it
+            cur.execute(self._q("INSERT INTO meta (key, value) VALUES (?, ?) "
+                                "ON CONFLICT (key) DO NOTHING"), (key, json.dumps(default)))
+            cur.execute(self._q(f"SELECT value FROM meta WHERE key = ?{self._lock_row}"), (key,))
+            old = json.loads(cur.fetchone()[0])
+            new = update(old)
+            cur.execute(self._q("UPDATE meta SET value = ? WHERE key = ?"),
+                        (json.dumps(new), key))
+        return old, new
+
     # -- reads --------------------------------------------------------------------------------
     def count_events(self) -> int:
         return int(self._fetchall("SELECT COUNT(*) FROM events")[0][0])
@@ -609,6 +629,7 @@ class PostgresStore(EventStore):
     """Production store on PostgreSQL (psycopg 3). Batches are loaded with COPY."""
 
     placeholder = "%s"
+    _lock_row = " FOR UPDATE"
 
     def _connect(self) -> Any:
         import psycopg

@@ -272,10 +272,11 @@ def erase_user(store: EventStore, home: Path | str, user_id: str, actor: str = "
     stamp = started.strftime("%Y%m%dT%H%M%S%fZ")  # the registry's version time format
     predating = [str(v["version"]) for v in ModelRegistry(home).versions()
                  if str(v.get("created_at", "")) < stamp]
-    erased = set(erased_users(store))
-    already = user_id in erased
-    if not already:  # first: whatever happens next, no model trains on this user again
-        store.set_meta("erased_users", json.dumps(sorted(erased | {user_id})))
+    # first: whatever happens next, no model trains on this user again (one atomic update, so
+    # erasures running at the same time in several processes all stay on the list)
+    before, _ = store.update_meta(
+        "erased_users", lambda text: json.dumps(sorted(set(json.loads(text)) | {user_id})), "[]")
+    already = user_id in json.loads(before)
     removed = _sweep(store, home, user_id)
     store.set_meta("sync_erased", uuid.uuid4().hex)  # a running service forgets the user
     remaining = _sweep(store, home, user_id, dry_run=True)
