@@ -21,7 +21,7 @@ import uvicorn
 from tansuo.config import Settings
 from tansuo.service.app import create_app
 from tansuo.service.auth import KeyStore
-from tansuo.service.engine import Engine
+from tansuo.service.engine import Engine, ServiceError
 from test_cli import run
 
 CATS = {"R": "Sports > Running > Shoes", "B": "Home > Baking > Tins",
@@ -504,3 +504,34 @@ def test_workers_follow_each_other_through_the_store(tmp_path):
 
         metrics = httpx.get(f"{url}/metrics").text
         assert "tansuo_events_ingested_total 3.0" in metrics  # summed over the workers
+
+
+def test_a_retention_purge_leaves_running_profiles_and_keeps_the_model(tmp_path):
+    from tansuo.data.store import open_store
+    from tansuo.privacy.retention import apply_retention
+
+    _data(tmp_path)
+    home = tmp_path / "home"
+    run(home, "import", "items", str(tmp_path / "items.csv"))
+    run(home, "import", "events", str(tmp_path / "events.csv"))
+    run(home, "train", "--model", "pop")
+    engine = Engine(Settings(home=home))
+    version = engine.model_version
+    assert {"u0", "u9", "u10"} <= set(engine.history) and engine.tracker is not None
+    assert engine.interests("u0")["interests"]
+    # another process (the CLI, a cron job) purges everything before u10's first event
+    settings = Settings(home=home)
+    other = open_store(settings.resolved_database_url)
+    try:
+        report = apply_retention(other, home, 30, now_ms=(T0 + 10 * 3600) * 1000 + 30 * 86_400_000)
+    finally:
+        other.close()
+    assert report.events == 10 * 12
+    engine.sync()  # what every request does first
+    assert not {f"u{u}" for u in range(10)} & set(engine.history)
+    assert not {f"u{u}" for u in range(10)} & set(engine.tracker.users)
+    with pytest.raises(ServiceError, match="unknown user 'u0'"):
+        engine.interests("u0")
+    assert len(engine.history["u10"]) == 12 and engine.model_version == version
+    assert len(engine.recommend("u10", k=3).items) == 3
+    engine.close()

@@ -479,12 +479,14 @@ class EventStore(ABC):
 
     def sync_state(self) -> tuple[int, tuple[Any, ...]]:
         """What a follower of the store checks before each request, in one round trip: the
-        highest event seq and the change markers of erasures, items and the serving model."""
+        highest event seq and the change markers of erasures, items, the serving model and
+        retention purges."""
         row = self._fetchall(
             "SELECT (SELECT COALESCE(MAX(seq), 0) FROM events), "
             "(SELECT value FROM meta WHERE key = 'sync_erased'), "
             "(SELECT value FROM meta WHERE key = 'sync_items'), "
-            "(SELECT value FROM meta WHERE key = 'sync_model')")[0]
+            "(SELECT value FROM meta WHERE key = 'sync_model'), "
+            "(SELECT value FROM meta WHERE key = 'sync_retention')")[0]
         return int(row[0]), tuple(row[1:])
 
     def max_seq(self) -> int:

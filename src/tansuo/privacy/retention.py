@@ -7,8 +7,9 @@
 - quarantined rows quarantined before it, and the rejected rows and bot-user ids quoted in the
   reports of imports started before it.
 
-Interest profiles are not stored: the service derives them from the events when it starts or
-reloads, so purged events leave the profiles at the service's next restart or reload. Models
+Interest profiles are not stored: the service derives them from the events. A retention run
+sets the store's ``sync_retention`` marker, and every running service worker rebuilds its
+profiles from the remaining events before its next request (the serving model is kept). Models
 trained before the purge still carry the purged events' influence until they are retrained.
 A dry run counts without changing anything (and is not written to the audit log).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import numbers
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +32,9 @@ from tansuo.privacy.policy import PrivacyError
 __all__ = ["RetentionReport", "apply_retention"]
 
 _MS_PER_DAY = 86_400_000
-NOTE = ("interest profiles are derived from the events: the service drops the purged events "
-        "from them when it restarts or reloads; models trained before the purge keep their "
-        "influence until retrained")
+NOTE = ("interest profiles are derived from the events: a running service rebuilds them "
+        "without the purged events before its next request; models trained before the purge "
+        "keep their influence until retrained")
 
 
 @dataclass
@@ -82,6 +84,7 @@ def apply_retention(store: EventStore, home: Path | str, days: float,
                                           dry_run=dry_run),
     )
     if not dry_run:
+        store.set_meta("sync_retention", uuid.uuid4().hex)  # running services rebuild profiles
         details = report.to_dict()
         for k in ("note", "dry_run"):
             details.pop(k)

@@ -107,6 +107,7 @@ class Engine:
         self._log_file: Any = None
         self.started = time.time()
         self.model: Any = None
+        self._trained: Any = None
         self.model_version: str | None = None
         self.model_meta: dict[str, Any] = {}
         self._model_rows: np.ndarray | None = None
@@ -128,17 +129,23 @@ class Engine:
         self._reader: EventStore = open_store(self.settings.resolved_database_url)
         self.worker = os.getpid()
         self._seq = 0
-        self._markers: tuple[Any, ...] = (None, None, None)
+        self._markers: tuple[Any, ...] = (None, None, None, None)
         self._follow_log = self.settings.workers > 1
         self._log_pos: tuple[int | None, int] = (None, 0)
         self._load_all()
 
     # -- loading -------------------------------------------------------------------------------
     def _load_all(self) -> None:
+        with self.lock:
+            _, self._markers = self._reader.sync_state()
+            self._load_state()
+            self._load_model()
+
+    def _load_state(self) -> None:
+        """Events, catalogue, interest tracker and indexes, from the store as it is now."""
         from tansuo.interests.build import build_tracker
 
         with self.lock:
-            _, self._markers = self._reader.sync_state()
             events = self._reader.events([*_COLUMNS, "seq"])
             self._seq = int(events["seq"].max()) if len(events) else 0
             self.items = self._reader.items()
@@ -154,7 +161,6 @@ class Engine:
                 self.tracker = build_tracker(events, self.items, self.home,
                                              self.settings.text_model, progress=self.progress)
             self._rebuild_indexes(events)
-            self._load_model()
 
     def _rebuild_indexes(self, events: pd.DataFrame) -> None:
         space = self.tracker.space if self.tracker is not None else None
@@ -203,6 +209,7 @@ class Engine:
         if "torch" in sys.modules:  # the model may have imported torch just now
             sys.modules["torch"].set_num_threads(self.settings.serve_threads)
         space = self.tracker.space if self.tracker is not None else None
+        self._trained = trained
         self.model, self.model_version, self.model_meta = (trained.model, trained.version,
                                                            trained.meta)
         self._model_items = trained.items
@@ -357,7 +364,14 @@ class Engine:
                 self._seq = max(self._seq, int(fresh["seq"].max()) if len(fresh) else seq)
 
     def _apply_markers(self, markers: tuple[Any, ...]) -> None:
-        erased, items, model = markers
+        erased, items, model, retention = markers
+        if retention != self._markers[3]:
+            # a retention run purged old events: profiles are rebuilt from what is left (rare,
+            # and a purge must not linger in memory); the serving model stays as it is
+            self._load_state()
+            self._posteriors.clear()  # click counts that may include purged clicks
+            if self.model is not None:
+                self._swap(self._trained)
         if erased != self._markers[0]:
             for user in json.loads(self._reader.get_meta("erased_users") or "[]"):
                 self._forget(user)
