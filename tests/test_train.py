@@ -48,5 +48,13 @@ def test_train_errors(tmp_path):
     assert proc.returncode == 2 and "no fields ['factorz']" in proc.stderr
     with pytest.raises(TansuoError, match="run `tansuo train` first"):
         ModelRegistry(home).load()
+    # --evaluate needs users with three interactions (train, validation, test)
+    (tmp_path / "two.csv").write_text("user_id,item_id,type,timestamp\n" + "".join(
+        f"u{u},i{(u + k) % 5},view,{1_767_225_600 + 60 * k}\n" for u in range(4)
+        for k in range(2)))
+    run(home, "import", "events", str(tmp_path / "two.csv"))
+    proc = run(home, "train", "--model", "pop", "--evaluate", check=False)
+    assert proc.returncode == 1 and "no user has the 3 interactions" in proc.stderr
+    assert not ModelRegistry(home).versions()
     with pytest.raises(TansuoError, match="no trained model 'nope'"):
         ModelRegistry(home).promote("nope")

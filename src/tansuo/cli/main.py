@@ -650,17 +650,11 @@ def train_cmd(
             if fresh.wants_text() else None)
     yardstick = None
     if evaluate:
-        from tansuo.evaluation.protocols import leave_one_out
-        from tansuo.evaluation.runner import EvalConfig, run_phase
+        from tansuo.evaluation.runner import yardstick as measure
 
-        split = leave_one_out(inter)
-        if split.test.n_users == 0:
+        yardstick = measure(cls(cfg), inter, text)
+        if yardstick is None:
             _fail("--evaluate: no user has the 3 interactions leave-one-out needs", 1)
-        _, per_user, *_ = run_phase(cls(cfg), split.test, EvalConfig(ks=(10,), n_boot=0),
-                                    item_text=text)
-        yardstick = {"protocol": "loo", "users": int(split.test.n_users),
-                     "ndcg@10": round(float(per_user["ndcg@10"].mean()), 6),
-                     "hr@10": round(float(per_user["hr@10"].mean()), 6)}
     trained = fresh.fit(TrainData(inter, item_text=text))
     seconds = _time.perf_counter() - started
     registry = ModelRegistry(state.settings.home)

@@ -28,7 +28,8 @@ from tansuo.evaluation import metrics as M
 from tansuo.evaluation.protocols import EvalSplit, Phase
 from tansuo.models.base import HistoryContext, ModelConfig, Recommender, TrainData
 
-__all__ = ["EvalConfig", "ModelResult", "EvalReport", "evaluate", "tune", "run_phase"]
+__all__ = ["EvalConfig", "ModelResult", "EvalReport", "evaluate", "tune", "run_phase",
+           "yardstick"]
 
 
 @dataclass(frozen=True)
@@ -363,3 +364,21 @@ def paired_tests(results: dict[str, ModelResult], metric: str, cfg: EvalConfig
                                     "ci": [round(t.ci[0], 6), round(t.ci[1], 6)],
                                     "p_value": t.p_value}
     return out
+
+
+def yardstick(model: Recommender, inter: Any, item_text: np.ndarray | None = None
+              ) -> dict[str, Any] | None:
+    """The service's yardstick for an untrained ``model`` on ``inter`` (an
+    :class:`~tansuo.evaluation.protocols.Interactions`): leave-one-out NDCG@10 and HR@10, full
+    ranking, as ``tansuo train --evaluate`` records it and a reload compares it. None when no
+    user has the three interactions leave-one-out needs."""
+    from tansuo.evaluation.protocols import leave_one_out
+
+    split = leave_one_out(inter)
+    if split.test.n_users == 0:
+        return None
+    _, per_user, *_ = run_phase(model, split.test, EvalConfig(ks=(10,), n_boot=0),
+                                item_text=item_text)
+    return {"protocol": "loo", "users": int(split.test.n_users),
+            "ndcg@10": round(float(per_user["ndcg@10"].mean()), 6),
+            "hr@10": round(float(per_user["hr@10"].mean()), 6)}

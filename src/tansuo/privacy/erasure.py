@@ -338,16 +338,11 @@ def retrain_latest(home: Path | str, settings: Settings, actor: str = "cli",
             if fresh.wants_text() else None)
     extra: dict[str, Any] = {}
     if meta.get("yardstick"):
-        from tansuo.evaluation.protocols import leave_one_out
-        from tansuo.evaluation.runner import EvalConfig, run_phase
+        from tansuo.evaluation.runner import yardstick
 
-        split = leave_one_out(inter)
-        if split.test.n_users:
-            _, per_user, *_ = run_phase(cls(cfg), split.test, EvalConfig(ks=(10,), n_boot=0),
-                                        item_text=text)
-            extra["yardstick"] = {"protocol": "loo", "users": int(split.test.n_users),
-                                  "ndcg@10": round(float(per_user["ndcg@10"].mean()), 6),
-                                  "hr@10": round(float(per_user["hr@10"].mean()), 6)}
+        measured = yardstick(cls(cfg), inter, text)
+        if measured is not None:
+            extra["yardstick"] = measured
     trained = fresh.fit(TrainData(inter, item_text=text))
     seconds = time.perf_counter() - started
     version = registry.save(trained, inter.users, inter.items,
