@@ -617,3 +617,16 @@ def test_retailrocket_properties_across_chunks(db: EventStore, write) -> None:
         assert items.loc["1", ["category", "attributes"]].tolist() == [
             "1338", '{"available": true}'], chunk_size
         assert items.loc["2", "category"] == "5", chunk_size
+
+
+def test_retailrocket_property_rejects_name_file_lines(db: EventStore, write) -> None:
+    """A rejected item of the pivoted properties is reported at its first line in the file."""
+    path = write("item_properties.csv",
+                 "timestamp,itemid,property,value\n"
+                 "1435460400000,7,888,x\n"            # line 2: not a kept property
+                 "1435460400000,,categoryid,12\n"     # line 3: no item id
+                 "1435460400000,8,categoryid,5\n"     # line 4
+                 "1435460500000,,available,1\n")      # line 5: no item id either
+    report = import_items(db, path)
+    assert report.rejected == 1 and report.accepted == 1
+    assert [(r["line"], r["reason"]) for r in report.first_rejected] == [(3, "missing_item_id")]

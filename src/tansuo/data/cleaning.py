@@ -572,10 +572,12 @@ class ItemCleaner:
 
         raw = chunk.frame.reset_index(drop=True)
         frame = raw
+        lines = chunk.lines
         transform = item_row_transform(self.fmt)
         fmt, column_map = self.fmt, self.column_map
         if {"property", "value", "itemid"} <= set(raw.columns):  # RetailRocket properties
-            frame = _retailrocket_items(raw, self._latest)
+            frame, positions = _retailrocket_items(raw, self._latest)
+            lines = [chunk.lines[p] for p in positions]
         elif transform is not None and self.fmt.container == "csv":
             frame = pd.DataFrame([transform(r, "items") for r in raw.to_dict(orient="records")],
                                  columns=list(ITEM_COLUMNS))
@@ -620,7 +622,6 @@ class ItemCleaner:
                   lambda i: f"created_at {created_s[i]!r} is not a date/time")
         keep = rj.alive
         rejects = _reader_rejects("items", source, chunk)
-        lines = chunk.lines if len(frame) == len(raw) else list(range(1, len(frame) + 1))
         rejects += rj.quarantine("items", source, frame, lines)
         rejects.sort(key=lambda r: r.line)
         created_kept = created[keep]
@@ -641,14 +642,19 @@ class ItemCleaner:
         return CleanChunk(out, rejects, before - len(out))
 
 
-def _retailrocket_items(raw: pd.DataFrame,
-                        latest: dict[tuple[str, str], tuple[float, Any]]) -> pd.DataFrame:
-    """RetailRocket item_properties: keep the latest categoryid / available per item.
+def _retailrocket_items(raw: pd.DataFrame, latest: dict[tuple[str, str], tuple[float, Any]]
+                        ) -> tuple[pd.DataFrame, list[int]]:
+    """RetailRocket item_properties: keep the latest categoryid / available per item. Returns
+    one row per item and, for each, the position in ``raw`` of its first property row (so a
+    rejected item is reported at a line of the file, not of the pivoted table).
 
     ``latest`` carries the values seen in earlier chunks of the same file (an item's rows are
     spread over the whole file), so each chunk's rows hold every known property of its items.
     """
     props = raw[raw["property"].isin(["categoryid", "available"])].copy()
+    first = {item: pos for pos, item in reversed(list(zip(props.index.tolist(),
+                                                          props["itemid"].tolist(),
+                                                          strict=True)))}
     props["ts"] = pd.to_numeric(props["timestamp"], errors="coerce")
     props = props.sort_values("ts", kind="stable").drop_duplicates(["itemid", "property"],
                                                                    keep="last")
@@ -665,4 +671,4 @@ def _retailrocket_items(raw: pd.DataFrame,
     if any(a is not None for a in available):
         out["attributes"] = [None if a is None else json.dumps({"available": a == "1"})
                              for a in available]
-    return out
+    return out, [first[i] for i in items]
