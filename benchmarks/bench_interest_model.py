@@ -1,6 +1,6 @@
 """The interest model's targets (issue 4) into docs/benchmarks.md.
 
-    .venv/bin/python benchmarks/bench_interest_model.py [--seeds 0,1,2] [--no-write]
+    .venv/bin/python benchmarks/bench_interest_model.py [--part all|loo|cold] [--seeds 0,1,2]
 
 Every figure comes from ``tansuo evaluate`` runs started here:
 
@@ -55,26 +55,13 @@ def seed_detail(r: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--cold-seeds", default="0", help="seeds of the cold-item runs")
-    ap.add_argument("--fresh", action="store_true", help="ignore kept reports, rerun all")
-    ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--skip-cold", action="store_true",
-                    help="only the MovieLens leave-one-out table (the cold-item runs are long)")
-    args = ap.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def loo_block(args: argparse.Namespace) -> str:
+    """Part 1: MovieLens leave-one-out, our models and the RecBole peer (targets)."""
     f = args.fresh
-
     base, base_cmd = evaluate("--dataset", "movielens-small", "--protocol", "loo",
                               "--models", BASELINES, "--tune", fresh=f)
     seq, seq_cmd = evaluate("--dataset", "movielens-small", "--protocol", "loo",
-                            "--models", SEQ_MODELS, "--seeds", args.seeds, fresh=f)
-    cold = {} if args.skip_cold else {
-        d: evaluate("--dataset", d, "--protocol", "cold-items", "--models", COLD_MODELS,
-                    "--seeds", args.cold_seeds, fresh=f)
-        for d in ("movielens-small", "synthetic-shop")}
+                            "--models", args.seq_models, "--seeds", args.seeds, fresh=f)
     peer = json.loads(PEER.read_text()) if PEER.exists() else None
 
     best_base = max(base["models"], key=lambda n: base["models"][n]["metrics"]["ndcg@10"])
@@ -120,27 +107,56 @@ def main() -> None:
                             f"{tb:.0f} s to its best validation epoch = "
                             f"**{ours['train_seconds'] / tb:.2f}×** (target ≤ 0.5×)"
                             + (" — peer not converged, not a claim" if capped else ""))
-    lines += ["", *verdicts, ""]
-    if cold:
-        lines += ["Cold items (10% of items held out of training; only their text is known). "
-                  "Users whose held-out target is a cold item; full ranking over the whole "
-                  f"catalogue; seeds {args.cold_seeds}.", "",
-                  "| dataset | model | users | HR@10 | NDCG@10 |", "|---|---|---|---|---|"]
-    else:
-        lines.append("Cold items: not run in this invocation (`--skip-cold`).")
+    lines += ["", *verdicts]
+    flags = f" --seq-models {args.seq_models}" if args.seq_models != SEQ_MODELS else ""
+    return "\n".join(["```", ".venv/bin/python benchmarks/bench_interest_model.py --part loo "
+                      f"--seeds {args.seeds}{flags}",
+                      "# which runs (with --home benchmarks/out/interest-model/home):",
+                      base_cmd, seq_cmd, "```", "", *lines])
+
+
+def cold_block(args: argparse.Namespace) -> str:
+    """Part 2: cold items on MovieLens and the synthetic shop."""
+    cold = {d: evaluate("--dataset", d, "--protocol", "cold-items", "--models", COLD_MODELS,
+                        "--seeds", args.cold_seeds, fresh=args.fresh)
+            for d in ("movielens-small", "synthetic-shop")}
+    lines = ["Cold items (10% of items held out of training; only their text is known). "
+             "Users whose held-out target is a cold item; full ranking over the whole "
+             f"catalogue; seeds {args.cold_seeds}; 95% bootstrap CIs over users.", "",
+             "| dataset | model | users | HR@10 | NDCG@10 |", "|---|---|---|---|---|"]
     for d, (rep, _) in cold.items():
         for name, r in rep["models"].items():
             lines.append(f"| {d} | {name} | {rep['split']['evaluated_users']} | "
                          f"{cell(r, 'hr@10')} | {cell(r, 'ndcg@10')} |")
-    commands = [base_cmd, seq_cmd, *(c for _, c in cold.values())]
-    lines = ["```", ".venv/bin/python benchmarks/bench_interest_model.py --seeds "
-             f"{args.seeds} --cold-seeds {args.cold_seeds}",
-             "# which runs (with --home benchmarks/out/interest-model/home):",
-             *commands, "```", "", *lines]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_block("bench_interest_model", "Interest model (issue 4)", text)
+    return "\n".join(["```", ".venv/bin/python benchmarks/bench_interest_model.py --part cold "
+                      f"--cold-seeds {args.cold_seeds}",
+                      "# which runs (with --home benchmarks/out/interest-model/home):",
+                      *(c for _, c in cold.values()), "```", "", *lines])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("all", "loo", "cold"), default="all",
+                    help="loo: the MovieLens leave-one-out targets; cold: the cold-item tables "
+                         "(long); each writes its own block of docs/benchmarks.md")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--cold-seeds", default="0", help="seeds of the cold-item runs")
+    ap.add_argument("--fresh", action="store_true", help="ignore kept reports, rerun all")
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--seq-models", default=SEQ_MODELS,
+                    help="sequence-model specs of the leave-one-out table (the default model, "
+                         "id+text, is the one the targets are about; plain id is an ablation)")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parts = [("loo", loo_block, "bench_interest_model", "Interest model (issue 4)"),
+             ("cold", cold_block, "bench_interest_model_cold",
+              "Interest model: cold items (issue 4)")]
+    for part, build, block, heading in parts:
+        if args.part in ("all", part):
+            text = build(args)
+            print(text)
+            if not args.no_write:
+                write_block(block, heading, text)
 
 
 if __name__ == "__main__":

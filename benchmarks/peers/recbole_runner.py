@@ -116,6 +116,15 @@ def main() -> None:
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    # Importing any RecBole sequential model imports recbole/model/sequential_recommender/
+    # sine.py, which calls torch.autograd.set_detect_anomaly(True) at module level: autograd's
+    # debugging mode (a Python traceback per forward op, a NaN scan of every backward output)
+    # is then on for every model. It changes no result, only speed (~1.5x per batch here), so
+    # it is switched off again, as any RecBole user who notices it would do.
+    anomaly_was_on = torch.is_anomaly_enabled()
+    torch.autograd.set_detect_anomaly(False)
+    logger.info("autograd anomaly detection was %s (set by RecBole's sine.py import); now off; "
+                "LD_PRELOAD=%s", anomaly_was_on, os.environ.get("LD_PRELOAD", ""))
     logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
@@ -224,6 +233,9 @@ def main() -> None:
             "attn_dropout_prob", "embedding_size", "num_layers", "dropout_prob",
             "train_neg_sample_args"] if k in config},
         "threads": args.threads,
+        "autograd_anomaly_detection": {"set_by_recbole_import": anomaly_was_on,
+                                       "during_training": False},
+        "ld_preload": os.environ.get("LD_PRELOAD") or None,
         "versions": {"recbole": recbole.__version__, "torch": torch.__version__,
                      "numpy": np.__version__, "pandas": pandas.__version__,
                      "python": platform.python_version()},

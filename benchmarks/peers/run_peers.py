@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -42,7 +43,14 @@ VENV = HERE / ".venv"
 VPY = VENV / "bin" / "python"
 TORCH_WHEELS = Path("/opt/wheels")
 PINS = ["recbole==1.2.1", "numpy<2", "setuptools<81", "pandas<2.3", "torch==2.13.0"]
+TORCH_DEPS = ["filelock", "fsspec", "jinja2", "networkx", "sympy", "typing-extensions",
+              "setuptools>=77.0.3,<81"]
 RECBOLE_MODELS = {"sasrec": "SASRec", "gru4rec": "GRU4Rec"}
+# glibc malloc returns PyTorch's large CPU tensors (tens of MB each) to the kernel on free and
+# page-faults fresh zeroed memory on the next batch: on this 2-core VM that was about half of
+# RecBole's training time. tcmalloc (Debian: libtcmalloc-minimal4) keeps and reuses them, as
+# PyTorch's CPU performance tuning guide recommends. Used when present and LD_PRELOAD is unset.
+TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
 IMPLICIT_MODELS = ("als", "bpr")
 KS = (10, 20)
 ALS_ALPHAS = (10.0, 20.0, 40.0)
@@ -63,9 +71,11 @@ def ensure_venv() -> None:
     log(f"building {VENV} (RecBole 1.2.1, CPU torch)")
     subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     pip = [str(VPY), "-m", "pip", "install", "--disable-pip-version-check"]
-    # torch first, from local wheels only: an index would serve multi-GB CUDA builds.
-    subprocess.run(pip + ["--no-index", "--find-links", str(TORCH_WHEELS), "torch==2.13.0"],
-                   check=True)
+    # torch first, from local wheels only (an index would serve multi-GB CUDA builds); its own
+    # dependencies are not among those wheels, so they come from the index by name.
+    subprocess.run(pip + ["--no-index", "--no-deps", "--find-links", str(TORCH_WHEELS),
+                          "torch==2.13.0"], check=True)
+    subprocess.run(pip + TORCH_DEPS, check=True)
     constraints = OUT / "peers-constraints.txt"
     constraints.parent.mkdir(parents=True, exist_ok=True)
     constraints.write_text("\n".join(PINS[1:]) + "\n")
@@ -236,9 +246,13 @@ def run_recbole(key: str, epochs: int, threads: int, max_minutes: float,
            "--data-dir", str(DATA), "--work-dir", str(p["work"]), "--out", str(p["raw"]),
            "--scores", str(p["scores"]), "--epochs", str(epochs), "--threads", str(threads),
            "--max-minutes", str(max_minutes)] + (["--resume"] if resume else [])
-    log(f"training {RECBOLE_MODELS[key]} (log: {p['log']})")
+    env = dict(os.environ)
+    if TCMALLOC.exists() and not env.get("LD_PRELOAD"):
+        env["LD_PRELOAD"] = str(TCMALLOC)
+    log(f"training {RECBOLE_MODELS[key]} (log: {p['log']}, "
+        f"LD_PRELOAD={env.get('LD_PRELOAD') or 'none: glibc malloc, slower'})")
     with open(p["log"], "a" if resume else "w") as fh:
-        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
     if rc != 0:
         raise SystemExit(f"{RECBOLE_MODELS[key]} failed (exit {rc}); see {p['log']}")
 
