@@ -468,6 +468,9 @@ def evaluate_cmd(
                         "implicit on the same split) to show next to our models.")] = None,
 ) -> None:
     """Leak-free full-ranking evaluation of models, with CIs and beyond-accuracy measures."""
+    from tansuo.models.allocator import keep_freed_memory
+
+    keep_freed_memory()  # a batch job: reuse freed training buffers (see the module)
     from tansuo.evaluation.protocols import make_split
     from tansuo.evaluation.report import (
         item_features,
@@ -624,6 +627,9 @@ def train_cmd(
     as_json: _JsonOpt = False,
 ) -> None:
     """Train a model on all interactions and save it, versioned, in the data directory."""
+    from tansuo.models.allocator import keep_freed_memory
+
+    keep_freed_memory()  # a batch job: reuse freed training buffers (see the module)
     import time as _time
 
     from tansuo.evaluation.report import item_text_matrix
