@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tansuo.evaluation import metrics as M
-from tansuo.evaluation.protocols import EvalSplit, Phase
+from tansuo.evaluation.protocols import EvalSplit, Interactions, Phase, leave_one_out
 from tansuo.models.base import HistoryContext, ModelConfig, Recommender, TrainData
 
 __all__ = ["EvalConfig", "ModelResult", "EvalReport", "evaluate", "tune", "run_phase",
@@ -366,14 +366,11 @@ def paired_tests(results: dict[str, ModelResult], metric: str, cfg: EvalConfig
     return out
 
 
-def yardstick(model: Recommender, inter: Any, item_text: np.ndarray | None = None
+def yardstick(model: Recommender, inter: Interactions, item_text: np.ndarray | None = None
               ) -> dict[str, Any] | None:
-    """The service's yardstick for an untrained ``model`` on ``inter`` (an
-    :class:`~tansuo.evaluation.protocols.Interactions`): leave-one-out NDCG@10 and HR@10, full
-    ranking, as ``tansuo train --evaluate`` records it and a reload compares it. None when no
-    user has the three interactions leave-one-out needs."""
-    from tansuo.evaluation.protocols import leave_one_out
-
+    """The service's yardstick for an untrained ``model`` on ``inter``: leave-one-out NDCG@10
+    and HR@10, full ranking, as ``tansuo train --evaluate`` records it and a reload compares
+    it. None when no user has the three interactions leave-one-out needs."""
     split = leave_one_out(inter)
     if split.test.n_users == 0:
         return None
