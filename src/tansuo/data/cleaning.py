@@ -280,7 +280,8 @@ def _raw_json(frame: pd.DataFrame, positions: np.ndarray) -> list[str]:
     part = frame.iloc[positions]
     try:
         records = pa.Table.from_pandas(part, preserve_index=False).to_pylist()
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed Python objects: the slow, safe way
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed Python objects or
+        # ints beyond 64 bits: the slow, safe way
         records = part.astype(object).where(part.notna(), None).to_dict(orient="records")
     out = []
     for rec in records:

@@ -32,6 +32,7 @@ from tansuo.data.formats import (
     open_text,
     read_chunks,
 )
+from tansuo.data.row_cleaning import ROW_PATH_MAX, clean_rows
 from tansuo.data.store import EventStore, WriteResult
 from tansuo.errors import UnreadableSourceError
 from tansuo.privacy.policy import PrivacyPolicy, check_store_key
@@ -317,15 +318,22 @@ def _to_pandas(data: Any) -> pd.DataFrame:
 
 def import_frame(
     store: EventStore, data: Any, kind: Kind = "events", source: str = "<frame>",
-    options: ImportOptions | None = None,
+    options: ImportOptions | None = None, strict_columns: bool = True,
 ) -> ImportReport:
     """Import in-memory rows (pandas, polars, Arrow or a list of dicts) with the same rules.
 
-    Row numbers in the report are 1-based positions in ``data``.
+    Row numbers in the report are 1-based positions in ``data``. ``strict_columns``: a
+    required event field that no row has fails the import (False: each row is rejected for
+    it, as in a JSON-lines file). A list of up to ``ROW_PATH_MAX`` event dicts is cleaned row
+    by row (:mod:`tansuo.data.row_cleaning`), with identical results.
     """
     opts = options or ImportOptions()
     if kind == "events":
         check_store_key(store, opts.privacy.pseudonymizer if opts.privacy else None)
+        if isinstance(data, list) and len(data) <= ROW_PATH_MAX:
+            report = _import_rows(store, data, source, opts, strict_columns)
+            if report is not None:
+                return report
     frame = _to_pandas(data).reset_index(drop=True)
     frame = frame.astype(object).where(frame.notna(), None)
     fmt = FORMATS["jsonl"] if opts.format == "auto" else FORMATS[opts.format]
@@ -338,10 +346,7 @@ def import_frame(
         report._add(clean, store.upsert_items(clean.frame, clean.rejects, report.import_id), 0,
                     len(frame))
     else:
-        known = store.item_ids() if opts.cleaning.unknown_items != "keep" else None
-        cleaner = EventCleaner(fmt, opts.cleaning, dict(opts.column_map), dict(opts.type_map),
-                               opts.timestamp_unit, opts.timezone, known, strict_columns=True,
-                               privacy=opts.privacy)
+        cleaner = _frame_cleaner(store, opts, fmt, strict_columns)
         if opts.cleaning.bot_max_events_per_minute > 0 and len(frame):
             parsed = _Parsed()  # the scan's parsed timestamps, reused by the cleaning pass
             cleaner.bots = _find_bots([chunk], cleaner, source,
@@ -352,6 +357,38 @@ def import_frame(
         clean = cleaner.clean(chunk, report.source)
         written = store.write_events(clean.frame, report.import_id, clean.rejects)
         report._add(clean, written.inserted, written.duplicates, len(frame) + len(chunk.rejects))
+    report.status = "nothing_imported" if report.nothing_imported else "done"
+    report.seconds = time.perf_counter() - started
+    store.finish_import(report.import_id, report.status, report.to_dict())
+    return report
+
+
+def _frame_cleaner(store: EventStore, opts: ImportOptions, fmt: Format,
+                   strict_columns: bool) -> EventCleaner:
+    known = store.item_ids() if opts.cleaning.unknown_items != "keep" else None
+    return EventCleaner(fmt, opts.cleaning, dict(opts.column_map), dict(opts.type_map),
+                        opts.timestamp_unit, opts.timezone, known, strict_columns=strict_columns,
+                        privacy=opts.privacy)
+
+
+def _import_rows(store: EventStore, rows: list[Any], source: str, opts: ImportOptions,
+                 strict_columns: bool) -> ImportReport | None:
+    """``import_frame`` for a small list of event dicts, cleaned row by row; None where the
+    rows need the vectorised cleaner (see :func:`tansuo.data.row_cleaning.clean_rows`)."""
+    if not all(isinstance(r, dict) for r in rows):
+        return None
+    started = time.perf_counter()
+    fmt = FORMATS["jsonl"] if opts.format == "auto" else FORMATS[opts.format]
+    cleaner = _frame_cleaner(store, opts, fmt, strict_columns)
+    result = clean_rows(cleaner, rows, source, opts.cleaning.bot_max_events_per_minute)
+    if result is None:
+        return None
+    clean, bots = result
+    report = ImportReport("events", source, fmt.name)
+    report.bot_users = sorted(bots)
+    report.import_id = store.begin_import("events", source, fmt.name)
+    written = store.write_events(clean.frame, report.import_id, clean.rejects)
+    report._add(clean, written.inserted, written.duplicates, len(rows))
     report.status = "nothing_imported" if report.nothing_imported else "done"
     report.seconds = time.perf_counter() - started
     store.finish_import(report.import_id, report.status, report.to_dict())

@@ -15,6 +15,7 @@ Guarantees:
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from abc import ABC, abstractmethod
@@ -182,10 +183,30 @@ def _event_rows(batch: pd.DataFrame, import_id: int | None
 _REQUIRED = {"event_id", "user_id", "type", "ts"}
 
 
+_REQUIRED_FIELDS = ("event_id", "user_id", "type", "timestamp")
+_OPTIONAL = tuple(c for c in EVENT_COLUMNS if c not in _REQUIRED_FIELDS)
+_KINDS = {c: "int" if db in _INT_COLUMNS else "float" if db in _FLOAT_COLUMNS else "str"
+          for c, db in zip(EVENT_COLUMNS, _DB_EVENT_COLUMNS, strict=True)}
+#: Batches up to this size are grouped row by row (the vectorised grouping's fixed pandas
+#: cost is milliseconds, most of the write of a service batch of tens of events).
+_ROW_GROUPING_MAX = 512
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
 def _event_groups(batch: pd.DataFrame, import_id: int | None
                   ) -> list[tuple[tuple[str, ...], np.ndarray, list[tuple[Any, ...]]]]:
     """The batch split by which optional columns are filled: (columns, row positions, rows)
     per group, so each row binds only the values it has."""
+    if len(batch) <= _ROW_GROUPING_MAX:
+        return _event_groups_by_row(batch, import_id)
+    return _event_groups_vectorised(batch, import_id)
+
+
+def _event_groups_vectorised(batch: pd.DataFrame, import_id: int | None
+                             ) -> list[tuple[tuple[str, ...], np.ndarray, list[tuple[Any, ...]]]]:
     filled = {c: batch[c].notna().to_numpy() for c in EVENT_COLUMNS
               if c not in ("event_id", "user_id", "type", "timestamp")}
     filled = {c: m for c, m in filled.items() if m.any()}
@@ -203,6 +224,49 @@ def _event_groups(batch: pd.DataFrame, import_id: int | None
         db_cols, rows = _event_rows(part[cols + [c for c in ("unknown_item", "key_id")
                                                  if c in part]], import_id)
         groups.append((db_cols, positions, rows))
+    return groups
+
+
+def _event_groups_by_row(batch: pd.DataFrame, import_id: int | None
+                         ) -> list[tuple[tuple[str, ...], np.ndarray, list[tuple[Any, ...]]]]:
+    """:func:`_event_groups` in plain Python, for small batches: the same groups, columns and
+    values (ints through float64 as there; tests/test_store_groups.py compares the two)."""
+    n = len(batch)
+    values = {c: batch[c].tolist() for c in (*EVENT_COLUMNS, "unknown_item", "key_id")
+              if c in batch}
+    filled = [c for c in _OPTIONAL if c in values and not all(map(_missing, values[c]))]
+    patterns: dict[tuple[str, ...], list[int]] = {}
+    for i in range(n):
+        key = tuple(c for c in filled if not _missing(values[c][i]))
+        patterns.setdefault(key, []).append(i)
+
+    def code(cols: tuple[str, ...]) -> int:  # the vectorised grouping's order
+        return sum(1 << filled.index(c) for c in cols)
+
+    def convert(c: str, v: Any) -> Any:
+        kind = _KINDS[c]
+        return int(float(v)) if kind == "int" else float(v) if kind == "float" else v
+
+    groups = []
+    for cols in sorted(patterns, key=code):
+        rows = patterns[cols]
+        used = [c for c in EVENT_COLUMNS if c in _REQUIRED_FIELDS or c in cols]
+        names = [_DB_EVENT_COLUMNS[EVENT_COLUMNS.index(c)] for c in used]
+        extra: list[list[Any]] = []
+        if "unknown_item" in values and any(bool(values["unknown_item"][i]) for i in rows):
+            names.append("unknown_item")
+            extra.append([int(values["unknown_item"][i]) for i in rows])
+        if "key_id" in values and any(not _missing(values["key_id"][i]) for i in rows):
+            names.append("key_id")
+            extra.append([values["key_id"][i] for i in rows])
+        if import_id is not None:
+            names.append("import_id")
+            extra.append([import_id] * len(rows))
+        out = []
+        for k, i in enumerate(rows):
+            row = [None if _missing(values[c][i]) else convert(c, values[c][i]) for c in used]
+            out.append((*row, *(e[k] for e in extra)))
+        groups.append((tuple(names), np.asarray(rows, dtype=np.int64), out))
     return groups
 
 

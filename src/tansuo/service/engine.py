@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from tansuo.config import Settings
-from tansuo.data.schema import EVENT_COLUMNS, ITEM_COLUMNS
+from tansuo.data.schema import ITEM_COLUMNS
 from tansuo.data.store import EventStore, open_store
 from tansuo.errors import ConfigError, TansuoError
 from tansuo.exploration.policy import PolicyConfig, SlatePolicy, UserContext
@@ -227,13 +227,14 @@ class Engine:
 
         if not events:
             raise ServiceError(422, "the batch is empty: send at least one event", "events")
-        frame = _frame(events, EVENT_COLUMNS)
         # writers queue on the write lock; requests wait only while the new events are folded
-        # into the in-memory state (the database write and its fsync happen outside it)
+        # into the in-memory state (the database write and its fsync happen outside it).
+        # Plain rows: a small batch is cleaned row by row; a field missing from every row is
+        # each row's rejection, not a failed batch.
         with self.write_lock:
             try:
-                report = import_frame(self.store, frame, "events", source="http",
-                                      options=self._import_options)
+                report = import_frame(self.store, events, "events", source="http",
+                                      options=self._import_options, strict_columns=False)
             except TansuoError as exc:
                 raise ServiceError(422, str(exc), "events") from exc
         self.sync()  # folds what was just stored (and anything others stored before it)
