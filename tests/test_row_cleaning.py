@@ -101,6 +101,18 @@ def test_values_it_cannot_match_exactly_send_the_batch_to_the_vectorised_cleaner
     assert clean_rows(cleaner(), rows, "t") is None
 
 
+def test_rows_without_any_field_are_each_rejected() -> None:
+    rows: list[dict] = [{}, {"user_id": "u"}]
+    assert assert_same(rows)
+    chunk, _ = clean_rows(cleaner(), rows, "t")  # type: ignore[misc]
+    assert [(r.line, r.reason) for r in chunk.rejects] == [(1, "missing_user_id"),
+                                                          (2, "missing_type")]
+    assert loose(chunk.rejects[0].raw) == {}
+    assert assert_same([{}])
+    alone, _ = clean_rows(cleaner(), [{}], "t")  # type: ignore[misc]
+    assert [(r.reason, r.raw) for r in alone.rejects] == [("missing_user_id", "{}")]
+
+
 def test_a_strict_import_missing_a_required_column_is_left_to_the_vectorised_error() -> None:
     rows = [{"user_id": "u", "item_id": "i1", "timestamp": NOW}]
     assert clean_rows(cleaner(strict=True), rows, "t") is None

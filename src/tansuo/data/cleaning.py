@@ -278,6 +278,8 @@ def _raw_json(frame: pd.DataFrame, positions: np.ndarray) -> list[str]:
     if not len(positions):
         return []
     part = frame.iloc[positions]
+    if not len(part.columns):  # rows without any field (Arrow would give no rows at all)
+        return ["{}"] * len(positions)
     try:
         records = pa.Table.from_pandas(part, preserve_index=False).to_pylist()
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed Python objects or

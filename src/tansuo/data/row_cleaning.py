@@ -255,7 +255,8 @@ def _clean(cleaner: EventCleaner, rows: Sequence[Mapping[str, Any]], source: str
     rejects: list[QuarantineRow] = []
     if reasons:  # the source rows as JSON, as the vectorised path writes them
         frame = pd.DataFrame({c: pd.Series([r.get(c) for r in rows], dtype=object)
-                              for c in dict.fromkeys(k for r in rows for k in r)})
+                              for c in dict.fromkeys(k for r in rows for k in r)},
+                             index=range(len(rows)))  # rows may have no keys at all
         texts_json = _raw_json(frame, np.array([i for i, _, _ in reasons]))
         rejects = [QuarantineRow("events", source, i + 1, reason, detail, raw_json)
                    for (i, reason, detail), raw_json in zip(reasons, texts_json, strict=True)]
