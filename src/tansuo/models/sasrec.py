@@ -4,9 +4,8 @@ The input at each position of a user's last ``max_len`` interactions is the sum 
 
 - the item's representation (``item_repr``): a learned ID embedding (``"id"``), a learned
   linear projection of the item's frozen text embedding ``TrainData.item_text`` (``"text"``),
-  or both summed (``"id+text"``; an item with no training interactions has no learned ID
-  vector: with ``cold_id_from_text`` it gets one predicted from its text by a ridge regression
-  fitted on the trained items' ID vectors, refreshed after every fit and fine-tune, else zero);
+  or both summed (``"id+text"``; the ID part of an item with no training interactions is held
+  at zero, so such an item is its text alone);
 - the event type of the interaction (view, click, cart, purchase, …; unknown → its own slot);
 - the log-bucketed time since the previous interaction, and the time until the next one
   (for the last position: until ``now``, the moment the recommendation is asked for);
@@ -94,12 +93,6 @@ class SASRecConfig(ModelConfig):
     dropout: float = 0.2
     item_repr: str = "id"
     """"id", "text" (projection of TrainData.item_text) or "id+text"."""
-    cold_id_from_text: bool = True
-    """With "id+text": an item without interactions gets an ID vector predicted from its text
-    (ridge regression on the trained items), so it competes with trained items on the same
-    footing instead of scoring by text alone; False leaves its ID part at zero."""
-    cold_id_ridge: float = 1.0
-    """L2 penalty of that regression (text embeddings are unit vectors)."""
     event_types: bool = True
     """Add an event-type embedding to each position."""
     time_gaps: bool = True
@@ -165,7 +158,6 @@ class SASRecConfig(ModelConfig):
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (0.0 <= self.context_dropout <= 1.0, "context_dropout must be in [0, 1]"),
             (self.item_repr in _ITEM_REPRS, f"item_repr must be one of {_ITEM_REPRS}"),
-            (self.cold_id_ridge > 0, "cold_id_ridge must be > 0"),
             (self.time_buckets >= 3, "time_buckets must be ≥ 3"),
             (self.epochs >= 1 and self.patience >= 1, "epochs and patience must be ≥ 1"),
             (self.batch_size >= 1, "batch_size must be ≥ 1"),
@@ -259,10 +251,8 @@ class _Net(nn.Module):
                 nn.init.zeros_(self.item_id.weight)
             else:
                 nn.init.normal_(self.item_id.weight, std=0.02)
-            # 1 for items with training interactions: the others use ``id_guess`` instead
+            # 1 for items with training interactions: the ID part of the others stays 0
             self.register_buffer("id_mask", torch.ones(n_items, 1))
-            # ID vectors predicted from text for items without interactions (zero if off)
-            self.register_buffer("id_guess", torch.zeros(n_items, d))
         if c.uses_text:
             self.register_buffer("item_text", torch.zeros(n_items, text_dim))
             self.text_proj = nn.Linear(text_dim, d, bias=False)
@@ -293,11 +283,9 @@ class _Net(nn.Module):
         out: torch.Tensor | None = None
         if self.c.uses_id:
             if idx is None:
-                mask, out = self.id_mask, self.item_id.weight
-                guess = self.id_guess
+                out = self.item_id.weight * self.id_mask
             else:
-                mask, out, guess = self.id_mask[idx], self.item_id(idx), self.id_guess[idx]
-            out = out * mask + guess * (1.0 - mask)
+                out = self.item_id(idx) * self.id_mask[idx]
         if self.c.uses_text:
             text = self.text_proj(self.item_text if idx is None else self.item_text[idx])
             out = text if out is None else out + text
@@ -505,37 +493,9 @@ class SASRec(Recommender):
         if self.config.uses_id and self.config.uses_text:
             seen = np.bincount(data.interactions.item, minlength=self.n_items) > 0
             mask = self.net.id_mask.detach().cpu().numpy().ravel() > 0
-            new = torch.as_tensor(np.flatnonzero(seen & ~mask))
-            if len(new):  # a first interaction: its ID vector starts from the text's guess
-                with torch.no_grad():
-                    self.net.item_id.weight[new] = self.net.id_guess[new].to(
-                        self.net.item_id.weight.dtype)
             self.net.id_mask.copy_(torch.as_tensor((seen | mask).astype(np.float32)[:, None]))
         elif self.config.uses_id:
             self.net.id_mask.fill_(1.0)
-
-    def _guess_cold_ids(self) -> None:
-        """Ridge regression text → learned ID vector over the items that have one, applied to
-        the items that do not (``id_guess``); centred, so a cold item starts from the mean ID
-        vector plus what its text says. Written here: a 384×d closed form, no library needed."""
-        net = self.net
-        c = self.config
-        if net is None or not (c.uses_id and c.uses_text):
-            return
-        with torch.no_grad():
-            net.id_guess.zero_()
-            trained = net.id_mask.ravel() > 0
-            if not c.cold_id_from_text or bool(trained.all()) or int(trained.sum()) < 2:
-                return
-            text = net.item_text.double()
-            x, y = text[trained], net.item_id.weight[trained].double()
-            mx, my = x.mean(0), y.mean(0)
-            xc = x - mx
-            gram = xc.T @ xc + c.cold_id_ridge * torch.eye(x.shape[1], dtype=x.dtype,
-                                                           device=x.device)
-            w = torch.linalg.solve(gram, xc.T @ (y - my))
-            cold = ~trained
-            net.id_guess[cold] = ((text[cold] - mx) @ w + my).to(net.id_guess.dtype)
 
     def fit(self, data: TrainData) -> Self:
         c = self.config
@@ -573,7 +533,6 @@ class SASRec(Recommender):
                 self._build(data)
                 self._mark_seen(data)
                 self._train(data, self.best_epoch, None, "refit", c.seed)
-            self._guess_cold_ids()
         return self
 
     def fine_tune(self, data: TrainData, epochs: int = 1) -> Self:
@@ -606,7 +565,6 @@ class SASRec(Recommender):
                                                                     dtype=np.float32)))
             self._mark_seen(data)
             self._train(data, epochs, None, "fine_tune", seed)
-            self._guess_cold_ids()
         return self
 
     def _train(self, data: TrainData, epochs: int, valid: _Validation | None, phase: str,
@@ -893,8 +851,6 @@ class SASRec(Recommender):
         state = {k.removeprefix("state."): torch.as_tensor(v) for k, v in arrays.items()
                  if k.startswith("state.")}
         state.setdefault("seen", torch.ones(self.n_items, dtype=torch.bool))  # older saves
-        if self.config.uses_id:  # saves from before cold ID guesses: none (zero)
-            state.setdefault("id_guess", torch.zeros(self.n_items, self.config.hidden))
         self.net.load_state_dict(state)
         self.net.eval()
 
