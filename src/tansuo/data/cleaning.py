@@ -250,6 +250,8 @@ def count_user_minutes(users: pd.Series, ts_ms: pd.Series) -> pd.Series:
     return pd.Series(counts, index=index)
 
 
+#: Event fields a strict table must have a column for.
+_REQUIRED_EVENT_FIELDS = ("user_id", "type", "timestamp")
 _EVENT_TEXT_FIELDS = ("event_id", "user_id", "item_id", "type", "query", "text", "request_id")
 _ITEM_TEXT_FIELDS = ("item_id", "title", "category", "brand", "description", "attributes")
 
@@ -388,15 +390,19 @@ class EventCleaner:
             else pd.Timestamp(self.config.min_timestamp, tz="UTC").value // 1_000_000
         )
 
-    def columns(self, chunk: RawChunk, source: str) -> dict[str, pd.Series]:
-        # A table (CSV, Parquet, a DataFrame) without a required column is unusable as a
-        # whole; JSON lines have no header, so a key that a chunk never uses is just a missing
-        # value, rejected row by row (otherwise the outcome would depend on chunk size).
-        strict = self.strict_columns if self.strict_columns is not None else (
+    @property
+    def strict(self) -> bool:
+        """Whether a required field without a column fails the source. A table (CSV, Parquet,
+        a DataFrame) without a required column is unusable as a whole; JSON lines have no
+        header, so a key that a chunk never uses is just a missing value, rejected row by row
+        (otherwise the outcome would depend on chunk size)."""
+        return self.strict_columns if self.strict_columns is not None else (
             self.fmt.container != "jsonl")
+
+    def columns(self, chunk: RawChunk, source: str) -> dict[str, pd.Series]:
         return _resolve_columns(
             chunk.frame, EVENT_COLUMNS, self.fmt, "events", self.column_map, self.fmt.constants,
-            ("user_id", "type", "timestamp") if strict else (), source,
+            _REQUIRED_EVENT_FIELDS if self.strict else (), source,
         )
 
     def protected(self, chunk: RawChunk) -> RawChunk:
@@ -485,13 +491,11 @@ class EventCleaner:
                 if name == "rating":
                     lo, hi = self.config.rating_range
                     bad |= (val < lo) | (val > hi)
-                    expected = f"a number in [{lo:g}, {hi:g}]"
                 elif name == "dwell_seconds":
                     bad |= (val < 0) | (val > self.config.max_dwell_seconds)
-                    expected = f"seconds in [0, {self.config.max_dwell_seconds:g}]"
                 else:
                     bad |= val < 0
-                    expected = "a non-negative " + ("integer" if kind == "int" else "number")
+            expected = numeric_expectation(name, kind, self.config)
             rj.reject(bad, f"invalid_{name}",
                       lambda i, g=given, f=name, e=expected: f"{f} {g[i]!r} is not {e}")
             numeric[name] = val
@@ -535,6 +539,16 @@ class EventCleaner:
         out = out.drop_duplicates("event_id", keep="first").reset_index(drop=True)
         return CleanChunk(out, rejects, before - len(out),
                           int(flagged.sum()) if self.config.unknown_items == "flag" else 0)
+
+
+def numeric_expectation(name: str, kind: str, config: CleaningConfig) -> str:
+    """What a numeric event field must be, as the ``invalid_<field>`` detail says it."""
+    if name == "rating":
+        lo, hi = config.rating_range
+        return f"a number in [{lo:g}, {hi:g}]"
+    if name == "dwell_seconds":
+        return f"seconds in [0, {config.max_dwell_seconds:g}]"
+    return "a non-negative " + ("integer" if kind == "int" else "number")
 
 
 def _event_ids(frame: pd.DataFrame, given: list[str | None]) -> list[str]:

@@ -228,6 +228,14 @@ def _settle(pending: tuple[Future[WriteResult], CleanChunk, int], report: Import
     bar.update(size)
 
 
+def _finish(store: EventStore, report: ImportReport, started: float) -> ImportReport:
+    """Close a successful import: its status, duration and report in the import log."""
+    report.status = "nothing_imported" if report.nothing_imported else "done"
+    report.seconds = time.perf_counter() - started
+    store.finish_import(report.import_id, report.status, report.to_dict())
+    return report
+
+
 def import_events(store: EventStore, path: str | Path, options: ImportOptions | None = None
                   ) -> ImportReport:
     """Import behaviour events from a file. Returns the report; never raises for bad rows."""
@@ -268,10 +276,7 @@ def import_events(store: EventStore, path: str | Path, options: ImportOptions | 
         raise
     finally:
         spill.close()
-    report.status = "nothing_imported" if report.nothing_imported else "done"
-    report.seconds = time.perf_counter() - started
-    store.finish_import(report.import_id, report.status, report.to_dict())
-    return report
+    return _finish(store, report, started)
 
 
 def import_items(store: EventStore, path: str | Path, options: ImportOptions | None = None
@@ -296,10 +301,7 @@ def import_items(store: EventStore, path: str | Path, options: ImportOptions | N
         report.status = "failed"
         store.finish_import(report.import_id, "failed", report.to_dict())
         raise
-    report.status = "nothing_imported" if report.nothing_imported else "done"
-    report.seconds = time.perf_counter() - started
-    store.finish_import(report.import_id, report.status, report.to_dict())
-    return report
+    return _finish(store, report, started)
 
 
 def _to_pandas(data: Any) -> pd.DataFrame:
@@ -328,15 +330,17 @@ def import_frame(
     by row (:mod:`tansuo.data.row_cleaning`), with identical results.
     """
     opts = options or ImportOptions()
+    fmt = FORMATS["jsonl"] if opts.format == "auto" else FORMATS[opts.format]
+    cleaner: EventCleaner | None = None
     if kind == "events":
         check_store_key(store, opts.privacy.pseudonymizer if opts.privacy else None)
+        cleaner = _frame_cleaner(store, opts, fmt, strict_columns)
         if isinstance(data, list) and len(data) <= ROW_PATH_MAX:
-            report = _import_rows(store, data, source, opts, strict_columns)
+            report = _import_rows(store, data, source, cleaner, opts)
             if report is not None:
                 return report
     frame = _to_pandas(data).reset_index(drop=True)
     frame = frame.astype(object).where(frame.notna(), None)
-    fmt = FORMATS["jsonl"] if opts.format == "auto" else FORMATS[opts.format]
     chunk = RawChunk(frame, list(range(1, len(frame) + 1)))
     report = ImportReport(kind, source, fmt.name)
     started = time.perf_counter()
@@ -346,7 +350,7 @@ def import_frame(
         report._add(clean, store.upsert_items(clean.frame, clean.rejects, report.import_id), 0,
                     len(frame))
     else:
-        cleaner = _frame_cleaner(store, opts, fmt, strict_columns)
+        assert cleaner is not None
         if opts.cleaning.bot_max_events_per_minute > 0 and len(frame):
             parsed = _Parsed()  # the scan's parsed timestamps, reused by the cleaning pass
             cleaner.bots = _find_bots([chunk], cleaner, source,
@@ -357,10 +361,7 @@ def import_frame(
         clean = cleaner.clean(chunk, report.source)
         written = store.write_events(clean.frame, report.import_id, clean.rejects)
         report._add(clean, written.inserted, written.duplicates, len(frame) + len(chunk.rejects))
-    report.status = "nothing_imported" if report.nothing_imported else "done"
-    report.seconds = time.perf_counter() - started
-    store.finish_import(report.import_id, report.status, report.to_dict())
-    return report
+    return _finish(store, report, started)
 
 
 def _frame_cleaner(store: EventStore, opts: ImportOptions, fmt: Format,
@@ -371,25 +372,21 @@ def _frame_cleaner(store: EventStore, opts: ImportOptions, fmt: Format,
                         privacy=opts.privacy)
 
 
-def _import_rows(store: EventStore, rows: list[Any], source: str, opts: ImportOptions,
-                 strict_columns: bool) -> ImportReport | None:
+def _import_rows(store: EventStore, rows: list[Any], source: str, cleaner: EventCleaner,
+                 opts: ImportOptions) -> ImportReport | None:
     """``import_frame`` for a small list of event dicts, cleaned row by row; None where the
     rows need the vectorised cleaner (see :func:`tansuo.data.row_cleaning.clean_rows`)."""
     if not all(isinstance(r, dict) for r in rows):
         return None
     started = time.perf_counter()
-    fmt = FORMATS["jsonl"] if opts.format == "auto" else FORMATS[opts.format]
-    cleaner = _frame_cleaner(store, opts, fmt, strict_columns)
     result = clean_rows(cleaner, rows, source, opts.cleaning.bot_max_events_per_minute)
     if result is None:
         return None
     clean, bots = result
-    report = ImportReport("events", source, fmt.name)
+    name = cleaner.fmt.name
+    report = ImportReport("events", source, name)
     report.bot_users = sorted(bots)
-    report.import_id = store.begin_import("events", source, fmt.name)
+    report.import_id = store.begin_import("events", source, name)
     written = store.write_events(clean.frame, report.import_id, clean.rejects)
     report._add(clean, written.inserted, written.duplicates, len(rows))
-    report.status = "nothing_imported" if report.nothing_imported else "done"
-    report.seconds = time.perf_counter() - started
-    store.finish_import(report.import_id, report.status, report.to_dict())
-    return report
+    return _finish(store, report, started)

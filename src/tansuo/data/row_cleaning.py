@@ -32,10 +32,12 @@ from tansuo.data.cleaning import (
     _EVENT_TEXT_FIELDS,
     _EVENT_TYPES,
     _NUMERIC_FIELDS,
+    _REQUIRED_EVENT_FIELDS,
     _SURROGATE,
     CleanChunk,
     EventCleaner,
     _raw_json,
+    numeric_expectation,
     parse_timestamps,
 )
 from tansuo.data.schema import EVENT_COLUMNS, derive_event_id
@@ -94,15 +96,6 @@ def _epoch_ms(v: float, unit: str) -> float:
     return v / 1e6 if mag >= 1e17 else v / 1e3 if mag >= 1e14 else v if mag >= 1e11 else v * 1000.0
 
 
-def _expected(name: str, kind: str, cleaner: EventCleaner) -> str:
-    if name == "rating":
-        lo, hi = cleaner.config.rating_range
-        return f"a number in [{lo:g}, {hi:g}]"
-    if name == "dwell_seconds":
-        return f"seconds in [0, {cleaner.config.max_dwell_seconds:g}]"
-    return "a non-negative " + ("integer" if kind == "int" else "number")
-
-
 def _bad_number(name: str, kind: str, val: float, cleaner: EventCleaner) -> bool:
     if math.isnan(val):
         return False
@@ -137,14 +130,10 @@ def clean_rows(cleaner: EventCleaner, rows: Sequence[Mapping[str, Any]], source:
 
 def _clean(cleaner: EventCleaner, rows: Sequence[Mapping[str, Any]], source: str,
            bot_limit: int) -> tuple[CleanChunk, set[str]] | None:
-    fmt = cleaner.fmt
-    mapping = {**fmt.columns.get("events", {}), **cleaner.column_map}
-    constants = fmt.constants
-    src = {name: mapping.get(name, name) for name in EVENT_COLUMNS}
-    strict = cleaner.strict_columns if cleaner.strict_columns is not None else (
-        fmt.container != "jsonl")
-    if strict and rows:
-        for name in ("user_id", "type", "timestamp"):
+    constants = cleaner.fmt.constants
+    src = dict(zip(EVENT_COLUMNS, cleaner.source_columns(*EVENT_COLUMNS), strict=True))
+    if cleaner.strict and rows:
+        for name in _REQUIRED_EVENT_FIELDS:
             if name not in constants and not any(src[name] in r for r in rows):
                 return None  # the vectorised path names the missing column
 
@@ -235,7 +224,8 @@ def _clean(cleaner: EventCleaner, rows: Sequence[Mapping[str, Any]], source: str
             val, bad = _number(given)
             if bad or _bad_number(name, kind, val, cleaner):
                 reject(f"invalid_{name}",
-                       f"{name} {given!r} is not {_expected(name, kind, cleaner)}")
+                       f"{name} {given!r} is not "
+                       f"{numeric_expectation(name, kind, cleaner.config)}")
                 break
             values[name] = val
         else:

@@ -137,6 +137,16 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_REQUIRED_FIELDS = ("event_id", "user_id", "type", "timestamp")
+_OPTIONAL = tuple(c for c in EVENT_COLUMNS if c not in _REQUIRED_FIELDS)
+_DB_NAME = dict(zip(EVENT_COLUMNS, _DB_EVENT_COLUMNS, strict=True))
+_KINDS = {c: "int" if db in _INT_COLUMNS else "float" if db in _FLOAT_COLUMNS else "str"
+          for c, db in _DB_NAME.items()}
+#: Batches up to this size are grouped row by row (the vectorised grouping's fixed pandas
+#: cost is milliseconds, most of the write of a service batch of tens of events).
+_ROW_GROUPING_MAX = 512
+
+
 def _none_if_nan(values: pd.Series, kind: str) -> list[Any]:
     """A column as a Python list with None for missing values, ints as ints."""
     mask = values.isna().to_numpy()
@@ -165,9 +175,8 @@ def _event_rows(batch: pd.DataFrame, import_id: int | None
         values = batch[col]
         if db_col not in _REQUIRED and values.isna().all():
             continue
-        kind = "int" if db_col in _INT_COLUMNS else "float" if db_col in _FLOAT_COLUMNS else "str"
         names.append(db_col)
-        columns.append(_none_if_nan(values, kind))
+        columns.append(_none_if_nan(values, _KINDS[col]))
     if "unknown_item" in batch and batch["unknown_item"].astype(bool).any():
         names.append("unknown_item")
         columns.append(batch["unknown_item"].astype("int64").tolist())
@@ -183,13 +192,6 @@ def _event_rows(batch: pd.DataFrame, import_id: int | None
 _REQUIRED = {"event_id", "user_id", "type", "ts"}
 
 
-_REQUIRED_FIELDS = ("event_id", "user_id", "type", "timestamp")
-_OPTIONAL = tuple(c for c in EVENT_COLUMNS if c not in _REQUIRED_FIELDS)
-_KINDS = {c: "int" if db in _INT_COLUMNS else "float" if db in _FLOAT_COLUMNS else "str"
-          for c, db in zip(EVENT_COLUMNS, _DB_EVENT_COLUMNS, strict=True)}
-#: Batches up to this size are grouped row by row (the vectorised grouping's fixed pandas
-#: cost is milliseconds, most of the write of a service batch of tens of events).
-_ROW_GROUPING_MAX = 512
 
 
 def _missing(value: Any) -> bool:
@@ -207,8 +209,7 @@ def _event_groups(batch: pd.DataFrame, import_id: int | None
 
 def _event_groups_vectorised(batch: pd.DataFrame, import_id: int | None
                              ) -> list[tuple[tuple[str, ...], np.ndarray, list[tuple[Any, ...]]]]:
-    filled = {c: batch[c].notna().to_numpy() for c in EVENT_COLUMNS
-              if c not in ("event_id", "user_id", "type", "timestamp")}
+    filled = {c: batch[c].notna().to_numpy() for c in _OPTIONAL}
     filled = {c: m for c, m in filled.items() if m.any()}
     pattern = np.zeros(len(batch), dtype=np.int64)
     for bit, mask in enumerate(filled.values()):
@@ -218,9 +219,8 @@ def _event_groups_vectorised(batch: pd.DataFrame, import_id: int | None
     for code in np.unique(pattern):
         positions = np.flatnonzero(pattern == code)
         part = batch.iloc[positions] if len(positions) != len(batch) else batch
-        cols = [c for c in ("event_id", "user_id", "type", "timestamp", *names)
-                if c in ("event_id", "user_id", "type", "timestamp")
-                or (c in filled and code >> names.index(c) & 1)]
+        cols = [c for c in (*_REQUIRED_FIELDS, *names)
+                if c in _REQUIRED_FIELDS or (c in filled and code >> names.index(c) & 1)]
         db_cols, rows = _event_rows(part[cols + [c for c in ("unknown_item", "key_id")
                                                  if c in part]], import_id)
         groups.append((db_cols, positions, rows))
@@ -251,7 +251,7 @@ def _event_groups_by_row(batch: pd.DataFrame, import_id: int | None
     for cols in sorted(patterns, key=code):
         rows = patterns[cols]
         used = [c for c in EVENT_COLUMNS if c in _REQUIRED_FIELDS or c in cols]
-        names = [_DB_EVENT_COLUMNS[EVENT_COLUMNS.index(c)] for c in used]
+        names = [_DB_NAME[c] for c in used]
         extra: list[list[Any]] = []
         if "unknown_item" in values and any(bool(values["unknown_item"][i]) for i in rows):
             names.append("unknown_item")
