@@ -144,7 +144,7 @@ _KINDS = {c: "int" if db in _INT_COLUMNS else "float" if db in _FLOAT_COLUMNS el
           for c, db in _DB_NAME.items()}
 #: Batches up to this size are grouped row by row (the vectorised grouping's fixed pandas
 #: cost is milliseconds, most of the write of a service batch of tens of events).
-_ROW_GROUPING_MAX = 512
+_ROW_GROUPING_MAX = 256
 
 
 def _none_if_nan(values: pd.Series, kind: str) -> list[Any]:
