@@ -99,6 +99,7 @@ def test_config_round_trips_through_json(config):
     {"dropout": 1.0}, {"lr": 0.0}, {"epochs": 0}, {"patience": 0}, {"batch_size": 0},
     {"negative_sampling": "hard"}, {"negatives": 0}, {"time_buckets": 2},
     {"context_dropout": 1.5}, {"device": "tpu"}, {"threads": -1}, {"valid_users": -1},
+    {"members": 0}, {"members": 2, "dp_epsilon": 4.0},
 ])
 def test_invalid_configs_fail_early(bad):
     with pytest.raises(ValueError, match="invalid SASRec config"):
@@ -291,6 +292,37 @@ def test_threads_and_global_rng_are_left_alone(data):
     model.score(np.array([-1]), [np.array([0])])
     assert torch.get_num_threads() == threads
     np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
+
+
+def test_ensemble_scores_the_mean_of_its_members(data, tmp_path):
+    config = SMALL.replace(epochs=3, members=2)
+    history, context, _ = _walks(data)
+    users = np.full(len(history), -1)
+    ensemble = SASRec(config).fit(data)
+    alone = [SASRec(config.replace(members=1, seed=s)).fit(data) for s in (0, 1000)]
+    assert [m.config.seed for m in ensemble.members] == [0, 1000]
+    for member, single in zip(ensemble.members, alone, strict=True):
+        np.testing.assert_array_equal(member.score(users, history, context),
+                                      single.score(users, history, context))
+    mean = np.mean([m.score(users, history, context) for m in alone], axis=0)
+    np.testing.assert_allclose(ensemble.score(users, history, context), mean, rtol=1e-5,
+                               atol=1e-5)
+    assert ensemble.user_vectors(users, history, context).shape == (len(history), 64)
+    assert ensemble.item_vectors().shape == (data.n_items, 64)
+    info = ensemble.fit_info()
+    assert info["members"] == 2 and len(info["best_epoch"]) == 2
+    assert info["epochs_run"] == len(ensemble.training_log) == 6
+    assert {e["member"] for e in ensemble.training_log} == {0, 1}
+    assert ensemble.seconds_to_best == sum(m.seconds_to_best for m in ensemble.members) > 0
+    ensemble.save(tmp_path / "m")
+    loaded = SASRec.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.score(users, history, context),
+                                  ensemble.score(users, history, context))
+    assert loaded.training_log == ensemble.training_log
+    loaded.fine_tune(data, epochs=1)  # every member continues
+    assert [sum(e["phase"] == "fine_tune" for e in m.training_log) for m in loaded.members] \
+        == [1, 1]
+    assert not np.allclose(loaded.item_vectors(), ensemble.item_vectors())
 
 
 def test_refit_on_full(data):

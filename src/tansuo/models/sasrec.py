@@ -43,8 +43,16 @@ text) and the number of users are treated as public.
 ``fit_info()["dp"]`` records the ε spent (RDP accountant), δ, clipping norm, noise multiplier
 and sample rate. Opacus is imported only there.
 
+Ensembles (``members``): several networks trained independently on the same data (different
+seeds, each with its own early stopping) and scored by the mean of their scores. A single
+network's ranking quality varies a lot from seed to seed on small data; the mean of a few
+varies less and ranks better (docs/benchmarks.md has the measurements). Because the mean of
+dot products is one dot product of the side-by-side vectors, the ensemble is served exactly
+like one network with wider vectors.
+
 Persistence: the state dict as numpy arrays plus a small JSON meta array (event types, text
-width, ``best_epoch``, ``training_log``, DP parameters of a DP fit); no pickle.
+width, ``best_epoch``, ``training_log``, DP parameters of a DP fit); no pickle. An ensemble
+stores each member's arrays under the prefix ``member{j}.``.
 """
 
 from __future__ import annotations
@@ -124,6 +132,14 @@ class SASRecConfig(ModelConfig):
     refit_on_full: bool = False
     """After early stopping, retrain from scratch on all training data (validation items
     included) for the best number of epochs; False keeps the best model as it is."""
+    members: int = 1
+    """Independently initialised networks trained on the same data, one after the other,
+    each with its own early stopping (member ``j`` uses seed ``seed + 1000 * j``, so member 0
+    is the single network of this seed). The model's score is the mean of the members'
+    scores, so its item vectors are theirs side by side and its user vector theirs side by
+    side divided by ``members``: retrieval stays one dot product. Averaging cancels much of
+    one network's seed-to-seed variance (measured in docs/benchmarks.md); training and
+    scoring cost grow linearly with ``members``."""
     seed: int = 0
     threads: int = 0
     """torch intra-op threads while fitting and scoring (0 = torch's default)."""
@@ -174,6 +190,10 @@ class SASRecConfig(ModelConfig):
             (self.dp_max_grad_norm > 0, "dp_max_grad_norm must be > 0"),
             (self.dp_epsilon is None or not self.refit_on_full,
              "refit_on_full cannot be combined with dp_epsilon (DP fits use all the data)"),
+            (self.members >= 1, "members must be ≥ 1"),
+            (self.dp_epsilon is None or self.members == 1,
+             "members > 1 cannot be combined with dp_epsilon (every member would spend the "
+             "whole ε on the same users: train one network)"),
         ]
         errors = [msg for ok, msg in checks if not ok]
         if errors:
@@ -414,14 +434,27 @@ class SASRec(Recommender):
         self._item_cache: tuple[Any, np.ndarray] | None = None
         self._tensors: tuple[Any, list[torch.Tensor]] | None = None
         self.dp_info: dict[str, Any] | None = None
+        #: The fitted networks of an ensemble (``config.members > 1``); empty otherwise.
+        self.members: list[SASRec] = []
+        self._stacked: tuple[tuple[int, ...], np.ndarray] | None = None
 
     @property
     def seconds_to_best(self) -> float:
-        """Training seconds of ``fit`` up to and including the best epoch."""
+        """Training seconds of ``fit`` up to and including the best epoch (of every member)."""
+        if self.members:
+            return float(sum(m.seconds_to_best for m in self.members))
         return float(sum(e["seconds"] for e in self.training_log
                          if e["phase"] == "fit" and e["epoch"] <= self.best_epoch))
 
     def fit_info(self) -> dict[str, Any]:
+        if self.members:
+            infos = [m.fit_info() for m in self.members]
+            valid = [i["best_valid_ndcg@10"] for i in infos]
+            return {"members": len(infos), "epochs_run": sum(i["epochs_run"] for i in infos),
+                    "best_epoch": [i["best_epoch"] for i in infos],
+                    "seconds_to_best": round(self.seconds_to_best, 3),
+                    "best_valid_ndcg@10": valid, "softmax": infos[0]["softmax"],
+                    "refit_epochs": sum(i["refit_epochs"] for i in infos)}
         fit = [e for e in self.training_log if e["phase"] == "fit"]
         return {"epochs_run": len(fit), "best_epoch": self.best_epoch,
                 "seconds_to_best": round(self.seconds_to_best, 3),
@@ -497,11 +530,27 @@ class SASRec(Recommender):
         elif self.config.uses_id:
             self.net.id_mask.fill_(1.0)
 
+    def _member_configs(self) -> list[SASRecConfig]:
+        c = self.config
+        return [c.replace(members=1, seed=c.seed + 1000 * j) for j in range(c.members)]
+
+    def _gather_logs(self) -> None:
+        """An ensemble's ``training_log``: its members' entries, each marked with its member."""
+        self.training_log = [{**e, "member": j} for j, m in enumerate(self.members)
+                             for e in m.training_log]
+
     def fit(self, data: TrainData) -> Self:
         c = self.config
         if not len(data.interactions):
             raise ValueError("SASRec cannot fit on no interactions")
         self._check_text(data)
+        if c.members > 1:
+            self.n_items = data.n_items
+            self.members = [SASRec(mc).fit(data) for mc in tqdm(
+                self._member_configs(), desc="sasrec members", unit="network", disable=None,
+                file=sys.stderr, leave=False)]
+            self._gather_logs()
+            return self
         if c.private:
             self.training_log = []
             with self._threads(deterministic=True), torch.random.fork_rng(devices=[]):
@@ -544,13 +593,18 @@ class SASRec(Recommender):
         stored text embeddings. Items seen for the first time get their ID embedding turned on
         (from its zero initialisation) in "id+text" mode.
         """
-        if self.net is None:
+        if self.net is None and not self.members:
             raise ValueError("fine_tune needs a fitted model: call fit first")
         if data.n_items != self.n_items:
             raise ValueError(f"fine_tune needs the model's item vocabulary ({self.n_items} "
                              f"items), got {data.n_items}")
         if epochs < 1:
             raise ValueError(f"epochs must be ≥ 1, got {epochs}")
+        if self.members:
+            for m in self.members:
+                m.fine_tune(data, epochs)
+            self._gather_logs()
+            return self
         if self.config.private or self.dp_info is not None:
             raise ValueError("fine_tune trains without differential privacy, which would void "
                              "the guarantee of this DP model: fit a new one instead")
@@ -777,6 +831,9 @@ class SASRec(Recommender):
                      context: HistoryContext | None = None) -> np.ndarray:
         """Each query's representation (the last position's hidden state), n × hidden.
         ``users`` is not used: the model knows a user only through the given history."""
+        if self.members:  # side by side, / members: the dot product is the members' mean
+            parts = [m.user_vectors(users, history, context) for m in self.members]
+            return np.concatenate(parts, axis=1) / np.float32(len(parts))
         if self.net is None:
             raise ValueError("SASRec is not fitted")
         if not len(history):
@@ -803,7 +860,16 @@ class SASRec(Recommender):
 
     def item_vectors(self) -> np.ndarray:
         """Every item's representation (the output weights), n_items × hidden; cached until
-        any weight changes (torch bumps a tensor's version on every in-place update)."""
+        any weight changes (torch bumps a tensor's version on every in-place update). An
+        ensemble's are its members' side by side, n_items × (members · hidden)."""
+        if self.members:
+            parts = [m.item_vectors() for m in self.members]
+            key = tuple(id(v) for v in parts)  # a member's cached array changes with it
+            if self._stacked is None or self._stacked[0] != key:
+                stacked = np.concatenate(parts, axis=1)
+                stacked.setflags(write=False)
+                self._stacked = (key, stacked)
+            return self._stacked[1]
         if self.net is None:
             raise ValueError("SASRec is not fitted")
         if self._tensors is None or self._tensors[0] is not self.net:
@@ -826,6 +892,9 @@ class SASRec(Recommender):
 
     # -- persistence ---------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
+        if self.members:
+            return {f"member{j}.{k}": v for j, m in enumerate(self.members)
+                    for k, v in m._arrays().items()}
         if self.net is None:
             raise ValueError("SASRec is not fitted")
         meta = {"text_dim": int(self.net.item_text.shape[1]) if self.config.uses_text else 0,
@@ -839,6 +908,17 @@ class SASRec(Recommender):
         return out
 
     def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        if self.config.members > 1:
+            self.members = []
+            for j, mc in enumerate(self._member_configs()):
+                prefix = f"member{j}."
+                member = SASRec(mc)
+                member.n_items = self.n_items
+                member._restore({k.removeprefix(prefix): v for k, v in arrays.items()
+                                 if k.startswith(prefix)})
+                self.members.append(member)
+            self._gather_logs()
+            return
         meta = json.loads(str(arrays["meta"]))
         self.best_epoch = int(meta["best_epoch"])
         self.training_log = list(meta["training_log"])
