@@ -17,6 +17,16 @@ def test_plain_name_and_overrides_are_typed():
     assert spec.overrides == {"item_repr": "id+text", "event_types": False, "lr": 0.001}
 
 
+def test_the_demo_trains_one_network_of_the_default_ensemble():
+    from tansuo.models import DEFAULT_MODEL, DEMO_MODEL
+
+    default, demo = (parse_model_spec(m, MODELS) for m in (DEFAULT_MODEL, DEMO_MODEL))
+    assert default.name == demo.name == "sasrec"
+    full = default.config(MODELS["sasrec"])
+    assert full.members > 1
+    assert demo.config(MODELS["sasrec"]) == full.replace(members=1)
+
+
 def test_factories_build_a_fresh_model_per_seed():
     factories = model_factories("itemknn:neighbors=7,sasrec:hidden=32", MODELS)
     a, b = factories["sasrec:hidden=32"](3), factories["sasrec:hidden=32"](4)

@@ -366,8 +366,8 @@ def demo_cmd(
         "--serve/--no-serve", help="Start the service at the end (Ctrl-C stops it).")] = True,
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
 ) -> None:
-    """Load the synthetic shop, train the default model, show one shopper's interests, create
-    an API key and start the service on 127.0.0.1."""
+    """Load the synthetic shop, train the sequence model (one network), show one shopper's
+    interests, create an API key and start the service on 127.0.0.1."""
     from tansuo.models.registry import ModelRegistry
     from tansuo.service.auth import KeyStore
 
@@ -381,8 +381,11 @@ def demo_cmd(
         _print_report(report)
     stats_cmd(ctx, as_json=False)
     if ModelRegistry(home).latest() is None:
-        err.print("[bold]training the default model[/] (tansuo train)")
-        ctx.invoke(train_cmd, ctx=ctx, model=None, dataset=None, config=None,
+        from tansuo.models import DEMO_MODEL
+
+        err.print(f"[bold]training the sequence model[/] (tansuo train --model {DEMO_MODEL}: "
+                  "one network of the default five-network ensemble, to keep the demo short)")
+        ctx.invoke(train_cmd, ctx=ctx, model=DEMO_MODEL, dataset=None, config=None,
                    no_promote=False, as_json=False)
     err.print("[bold]one shopper's interests[/] (tansuo interests U000002)")
     from tansuo.cli.interests import interests_cmd
