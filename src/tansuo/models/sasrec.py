@@ -436,7 +436,7 @@ class SASRec(Recommender):
         self.dp_info: dict[str, Any] | None = None
         #: The fitted networks of an ensemble (``config.members > 1``); empty otherwise.
         self.members: list[SASRec] = []
-        self._stacked: tuple[tuple[int, ...], np.ndarray] | None = None
+        self._stacked: tuple[list[np.ndarray], np.ndarray] | None = None
 
     @property
     def seconds_to_best(self) -> float:
@@ -863,12 +863,14 @@ class SASRec(Recommender):
         any weight changes (torch bumps a tensor's version on every in-place update). An
         ensemble's are its members' side by side, n_items × (members · hidden)."""
         if self.members:
+            # a member returns the same cached array until its weights change; the parts are
+            # kept (not their ids, which a freed array's successor may reuse)
             parts = [m.item_vectors() for m in self.members]
-            key = tuple(id(v) for v in parts)  # a member's cached array changes with it
-            if self._stacked is None or self._stacked[0] != key:
+            if self._stacked is None or any(
+                    a is not b for a, b in zip(self._stacked[0], parts, strict=True)):
                 stacked = np.concatenate(parts, axis=1)
                 stacked.setflags(write=False)
-                self._stacked = (key, stacked)
+                self._stacked = (parts, stacked)
             return self._stacked[1]
         if self.net is None:
             raise ValueError("SASRec is not fitted")
