@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tansuo.exploration.policy import PolicyConfig, SlatePolicy, UserContext
 
@@ -121,3 +123,47 @@ def test_everything_filtered_out_gives_an_empty_slate():
     s = _policy(strategy="interest-ts", explore=0.5).slate("u", SCORES, k=3,
                                                           exclude=np.ones(N, dtype=bool))
     assert len(s.items) == 0 and len(s.propensities) == 0
+
+
+def _fill_slots_by_draw(kk, flags, theta=None, unit_mask=None, choice=None):
+    """The slot-filling rule in plain Python, one draw at a time (the reference)."""
+    draws = len(flags)
+    width = (theta if theta is not None else unit_mask).shape[1]
+    picks = np.zeros((draws, kk), dtype=np.int64)
+    went = np.zeros((draws, kk), dtype=bool)
+    for r in range(draws):
+        free = list(range(width))
+        for j in range(kk):
+            pick = free[0]
+            if flags[r, j]:
+                if theta is not None:
+                    pick, went[r, j] = max(free, key=lambda i: (theta[r, i], -i)), True
+                else:
+                    own = [i for i in free if unit_mask[choice[r, j], i]]
+                    if own:
+                        pick, went[r, j] = own[0], True
+            free.remove(pick)
+            picks[r, j] = pick
+    return picks, went
+
+
+@given(st.integers(0, 2**32 - 1), st.booleans())
+@settings(max_examples=150, deadline=None)
+def test_slot_filling_matches_a_plain_loop_over_draws(seed, item_level):
+    from tansuo.exploration.policy import _fill_slots
+
+    rng = np.random.default_rng(seed)
+    draws, width = int(rng.integers(1, 12)), int(rng.integers(1, 30))
+    kk = int(rng.integers(1, width + 1))
+    flags = rng.random((draws, kk)) < rng.choice([0.0, 0.1, 0.5, 1.0])
+    if item_level:
+        kwargs = {"theta": rng.random((draws, width))}
+    else:
+        units = int(rng.integers(1, 5))
+        kwargs = {"unit_mask": rng.random((units, width)) < 0.3,
+                  "choice": rng.integers(0, units, (draws, kk))}
+    picks, went = _fill_slots(kk, flags, **kwargs)
+    want_picks, want_went = _fill_slots_by_draw(kk, flags, **kwargs)
+    np.testing.assert_array_equal(picks, want_picks)
+    np.testing.assert_array_equal(went, want_went)
+    assert all(len(set(row)) == kk for row in picks.tolist())  # no candidate twice in a draw

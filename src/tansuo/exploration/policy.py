@@ -246,26 +246,11 @@ class SlatePolicy:
                 choice[flags] = np.argmax(ucb[None, :] + noise, axis=1)
             else:
                 choice[flags] = np.argmax(rng.beta(a, b, size=(n_go, len(units))), axis=1)
-        used = np.zeros((draws, len(cand)), dtype=bool)
-        items = np.empty((draws, kk), dtype=np.int64)
-        explored = none.copy()
-        rows = np.arange(draws)
-        for j in range(kk):
-            free = ~used
-            pick = np.argmax(free, axis=1)  # next exploitation item (cand is in score order)
-            if c.strategy == "item-ts":
-                go = flags[:, j]
-                alt = np.argmax(np.where(free, theta, -1.0), axis=1)
-                explored[go, j] = -2
-            else:
-                avail = unit_mask[choice[:, j]] & free
-                go = flags[:, j] & avail.any(axis=1)
-                alt = np.argmax(avail, axis=1)
-                explored[go, j] = np.asarray(units)[choice[go, j]]
-            pick = np.where(go, alt, pick)
-            used[rows, pick] = True
-            items[:, j] = cand[pick]
-        return items, explored
+        if c.strategy == "item-ts":
+            picks, went = _fill_slots(kk, flags, theta=theta)
+            return cand[picks], np.where(went, -2, -1)
+        picks, went = _fill_slots(kk, flags, unit_mask=unit_mask, choice=choice)
+        return cand[picks], np.where(went, np.asarray(units)[choice], -1)
 
     def _item_ab(self, item: int) -> tuple[float, float]:
         clicks, shows = self.item_stats.get(item, (0.0, 0.0))
@@ -332,3 +317,40 @@ class SlatePolicy:
                 s2 = self.interest_stats.setdefault(key, [0.0, 0.0])
                 s2[0] += click
                 s2[1] += 1.0
+
+
+def _fill_slots(kk: int, flags: np.ndarray, *, theta: np.ndarray | None = None,
+                unit_mask: np.ndarray | None = None, choice: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Fill ``kk`` slots of every draw (rows) from candidates in score order (columns):
+    (candidate picked per slot, whether the slot explored), each ``draws × kk``.
+
+    A slot takes the draw's next free candidate, unless ``flags`` says it explores: then the
+    free candidate with the highest ``theta`` (item-level sampling), or the best free candidate
+    of interest ``choice`` (row of ``unit_mask``), when that interest has one left. All draws
+    are filled at once, slot by slot; only the draws whose slot explores (a tenth at explore
+    0.1) look past their next free candidate. tests/test_policy.py checks this against a
+    plain loop over the draws."""
+    draws = len(flags)
+    width = (theta if theta is not None else unit_mask).shape[1]  # type: ignore[union-attr]
+    free = np.ones((draws, width), dtype=bool)
+    picks = np.empty((draws, kk), dtype=np.int64)
+    went = np.zeros((draws, kk), dtype=bool)
+    rows = np.arange(draws)
+    for j in range(kk):
+        pick = np.argmax(free, axis=1)
+        go = np.flatnonzero(flags[:, j])
+        if len(go):
+            if theta is not None:
+                alt = np.argmax(np.where(free[go], theta[go], -1.0), axis=1)
+            else:
+                assert unit_mask is not None and choice is not None
+                avail = unit_mask[choice[go, j]] & free[go]
+                alt = np.argmax(avail, axis=1)
+                keep = avail[np.arange(len(go)), alt]  # the interest has a candidate left
+                go, alt = go[keep], alt[keep]
+            pick[go] = alt
+            went[go, j] = True
+        free[rows, pick] = False
+        picks[:, j] = pick
+    return picks, went
