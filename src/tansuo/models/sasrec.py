@@ -437,7 +437,6 @@ class SASRec(Recommender):
         #: The fitted networks of an ensemble (``config.members > 1``); empty otherwise.
         self.members: list[SASRec] = []
         self._stacked: tuple[list[np.ndarray], np.ndarray] | None = None
-        self._single: tuple[Any, Any] | None = None
 
     @property
     def seconds_to_best(self) -> float:
@@ -841,48 +840,12 @@ class SASRec(Recommender):
             return np.zeros((0, self.config.hidden), dtype=np.float32)
         device = self._serving()
         arrays = self._inputs(history, context)
-        if len(history) == 1 and device.type == "cpu":  # a service's per-request call
-            batch = [torch.as_tensor(a, device=device) for a in arrays]
-            net = self._single_row_net(batch)
-            with self._threads(), torch.inference_mode():
-                return net(*batch)[:, -1].float().numpy().astype(np.float32)
         with self._threads(), torch.inference_mode():
             out = []
             for lo in range(0, len(history), 1024):
                 batch = [torch.as_tensor(a[lo:lo + 1024], device=device) for a in arrays]
                 out.append(self.net(*batch)[:, -1].float().cpu().numpy())
         return np.concatenate(out).astype(np.float32)
-
-    def _single_row_net(self, example: list[torch.Tensor]) -> Any:
-        """The network for one query on the CPU: a frozen TorchScript trace of it, built on
-        first use and rebuilt when any weight changes (fine-tuning). On a 50-token window
-        eager PyTorch spends most of a forward pass dispatching ~90 tiny operators from Python;
-        the trace runs the same operators with the weights folded in, 2-2.5x faster per call
-        with the same outputs (tests/test_sasrec.py compares them). Traced for batch size 1
-        only (view shapes are recorded); larger batches run eagerly. Any tracing failure
-        falls back to the eager network."""
-        assert self.net is not None
-        key = self._weights_key()
-        if self._single is None or self._single[0] != key:
-            import warnings
-
-            try:
-                with warnings.catch_warnings(), torch.no_grad():
-                    warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic
-                    traced = torch.jit.trace(self.net, tuple(example), check_trace=False)
-                    fast: Any = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-            except (RuntimeError, TypeError, ValueError):
-                fast = self.net
-            self._single = (key, fast)
-        return self._single[1]
-
-    def _weights_key(self) -> tuple[Any, ...]:
-        """Changes whenever the network or any of its weights does (torch bumps a tensor's
-        version on every in-place update)."""
-        assert self.net is not None
-        if self._tensors is None or self._tensors[0] is not self.net:
-            self._tensors = (self.net, [*self.net.parameters(), *self.net.buffers()])
-        return (id(self.net), tuple(t._version for t in self._tensors[1]))
 
     def _serving(self) -> torch.device:
         """Put the network on its device in eval mode, only when it is not already (a
@@ -911,7 +874,9 @@ class SASRec(Recommender):
             return self._stacked[1]
         if self.net is None:
             raise ValueError("SASRec is not fitted")
-        key = self._weights_key()
+        if self._tensors is None or self._tensors[0] is not self.net:
+            self._tensors = (self.net, [*self.net.parameters(), *self.net.buffers()])
+        key = (id(self.net), tuple(t._version for t in self._tensors[1]))
         if self._item_cache is None or self._item_cache[0] != key:
             self._serving()
             with self._threads(), torch.inference_mode():
