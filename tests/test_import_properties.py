@@ -282,3 +282,51 @@ def test_parse_timestamps_edge_cases() -> None:
     assert all(v != v for v in got[:6])  # NaN
     assert got[6:9] == [32_472_144_000_000.0, 1_700_000_000_000.0, 1_700_000_000_000.0]
     assert got[9] != got[9]
+    # an offset inside a malformed text next to a naive time: unparseable, not a crash
+    mixed = parse_timestamps(pd.Series(["2024-01-01T00:00:00+00:00 x", "2024-01-01T00:00:00",
+                                        "garbage"], dtype=object)).tolist()
+    assert mixed[0] != mixed[0] and mixed[1] == 1_704_067_200_000.0 and mixed[2] != mixed[2]
+
+
+# ISO-looking texts, valid or not: any year (beyond pandas' 1677-2262 too), days up to 31 in
+# every month (30 February), fractions of 1-9 digits, "Z", offsets with and without a colon,
+# "T" or a space, and near misses (hour 24, second 60, lower-case z, a trailing character).
+_iso_texts = st.builds(
+    lambda y, mo, d, h, mi, se, frac, sep, zone, tail:
+        f"{y:04d}-{mo:02d}-{d:02d}{sep}{h:02d}:{mi:02d}:{se:02d}{frac}{zone}{tail}",
+    st.one_of(st.integers(1900, 2100), st.integers(1, 9999)), st.integers(1, 12),
+    st.integers(1, 31), st.integers(0, 24),
+    st.integers(0, 59), st.integers(0, 60),
+    st.one_of(st.just(""), st.integers(1, 9).flatmap(
+        lambda n: st.integers(0, 10**n - 1).map(lambda v: f".{v:0{n}d}"))),
+    st.sampled_from(["T", " "]),
+    st.one_of(st.sampled_from(["", "Z", "z"]), st.builds(
+        lambda sign, hh, mm, colon: f"{sign}{hh:02d}{colon}{mm:02d}",
+        st.sampled_from("+-"), st.integers(0, 23), st.integers(0, 59), st.sampled_from([":", ""]))),
+    st.sampled_from(["", "", "", " x", "0"]))
+
+
+@settings(PROPS, max_examples=300)
+@given(texts=st.lists(st.one_of(_iso_texts, st.text(max_size=30)), min_size=1, max_size=40),
+       zone=st.sampled_from(["UTC", "Asia/Kolkata"]))
+def test_the_arrow_fast_path_agrees_with_the_general_parser(texts: list[str], zone: str) -> None:
+    """Timestamps Arrow parses (plain ISO 8601) come out exactly as the general pandas-based
+    path reads them; everything else is left to that path."""
+    import numpy as np
+    import pyarrow as pa
+
+    from tansuo.data.cleaning import _iso_fast, _parse_texts, parse_numbers
+
+    texts = [t.strip() for t in texts if t.strip()]
+    if not texts:
+        return
+    fast = _iso_fast(pa.array(texts, type=pa.string()), zone)
+    general = _parse_texts(pd.Series(texts, dtype=object), zone)
+    took = ~np.isnan(fast)
+    np.testing.assert_array_equal(fast[took], general[took], err_msg=str(texts))
+    # and the public parser gives the general path's answer for every text that is not a
+    # number (numbers are epoch times)
+    words = np.isnan(parse_numbers(pd.Series(texts, dtype=object))[0])
+    np.testing.assert_array_equal(
+        parse_timestamps(pd.Series(texts, dtype=object), timezone=zone).to_numpy()[words],
+        general[words], err_msg=str(texts))

@@ -192,6 +192,20 @@ def test_every_row_bad_is_nothing_imported(store: EventStore, write) -> None:
     assert store.imports()["status"].tolist() == ["nothing_imported"]
 
 
+def test_a_zone_inside_a_malformed_timestamp_is_quarantined(store: EventStore, write) -> None:
+    # "...+00:00 x" next to naive times made pandas read the rest as aware, and the import
+    # crashed with an AttributeError instead of rejecting the row
+    path = write("z.csv", "user_id,item_id,type,timestamp\n"
+                          "u1,i1,view,2024-01-01T00:00:00+00:00 x\n"
+                          "u1,i2,view,2024-01-01T00:00:00\nu2,i1,view,2024-01-02T10:00:00\n")
+    report = import_events(store, path)
+    assert (report.accepted, report.rejected) == (2, 1)
+    assert report.first_rejected[0]["line"] == 2
+    assert report.first_rejected[0]["reason"] == "bad_timestamp"
+    assert sorted(store.events(["timestamp"])["timestamp"]) == [1_704_067_200_000,
+                                                                 1_704_189_600_000]
+
+
 def test_reimport_of_stored_rows_is_not_nothing_imported(store: EventStore, write) -> None:
     path = write("e.csv", "user_id,item_id,type,timestamp\nu1,i1,view,1700000000\n")
     import_events(store, path)

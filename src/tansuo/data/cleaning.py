@@ -179,37 +179,110 @@ def parse_timestamps(values: pd.Series, unit: str = "auto", timezone: str = "UTC
     arr = _arrow_text(values)
     str_mask = ~is_num & pc.is_valid(arr).to_numpy(zero_copy_only=False)
     if str_mask.any():
-        strs = pd.Series(pc.filter(arr, pa.array(str_mask)).to_numpy(zero_copy_only=False),
-                         dtype=object)
-        has_tz = pc.match_substring_regex(pa.array(strs.to_numpy(), type=pa.string()),
-                                          _TZ_SUFFIX_RE).to_numpy(zero_copy_only=False)
-        parsed = np.full(len(strs), np.nan)
-        for aware in (True, False):
-            sel = has_tz if aware else ~has_tz
-            if not sel.any():
-                continue
-            part = strs[sel]
-            dt = pd.to_datetime(part, utc=aware, errors="coerce", format="ISO8601")
-            rest = dt.isna()
-            if rest.any():
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    dt2 = pd.to_datetime(part[rest], utc=aware, errors="coerce", format="mixed")
-                if aware:
-                    dt[rest] = dt2
-                else:
-                    dt = pd.to_datetime(dt, errors="coerce")
-                    dt[rest] = pd.to_datetime(dt2, errors="coerce")
-            if not aware:
-                dt = dt.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
-            ns = dt.dt.tz_convert("UTC").to_numpy(dtype="datetime64[ns]").astype("int64")
-            vals = ns.astype("float64") / 1e6
-            vals[dt.isna().to_numpy()] = np.nan
-            parsed[sel] = vals
-        for i in np.flatnonzero(np.isnan(parsed)).tolist():
-            parsed[i] = _beyond_pandas_range(strs.iat[i], timezone)
+        texts = pc.filter(arr, pa.array(str_mask))
+        parsed = _iso_fast(texts, timezone)
+        rest = np.isnan(parsed)
+        if rest.any():
+            parsed[rest] = _parse_texts(pd.Series(pc.filter(texts, pa.array(rest)).to_numpy(
+                zero_copy_only=False), dtype=object), timezone)
         out[str_mask] = parsed
     return pd.Series(out, index=values.index)
+
+
+# Plain ISO 8601 as most logs write it: a valid calendar layout, optional fraction, and "Z" or an
+# offset (or nothing). Only these go to Arrow's C parser; anything else takes the general path.
+_ISO_PLAIN = (r"^\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])[T ](?:[01]\d|2[0-3]):[0-5]\d:"
+              r"[0-5]\d(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):?[0-5]\d)?$")
+_ISO_AWARE = r"(?:Z|[+-]\d{2}:?\d{2})$"
+_ISO_BLOCK = 4096
+
+
+def _iso_fast(texts: pa.Array, timezone: str) -> np.ndarray:
+    """Epoch ms of the texts in the plain ISO 8601 layout (:data:`_ISO_PLAIN`), parsed by
+    Arrow in C (~10x faster than pandas); NaN for every other text, which
+    :func:`_parse_texts` then reads. Naive times are taken here only when ``timezone`` is UTC.
+    A block with a text Arrow refuses (an impossible date such as 30 February, a year beyond
+    1677-2262) is left whole to the general path, so both paths agree on every text
+    (tests/test_import_properties.py checks this with hypothesis)."""
+    out = np.full(len(texts), np.nan)
+    plain = pc.fill_null(pc.match_substring_regex(texts, _ISO_PLAIN), False)
+    aware = pc.fill_null(pc.match_substring_regex(texts, _ISO_AWARE), False)
+    groups = [(pc.and_(plain, aware), pa.timestamp("ns", tz="UTC"))]
+    if timezone == "UTC":
+        groups.append((pc.and_(plain, pc.invert(aware)), pa.timestamp("ns")))
+    for mask, typ in groups:
+        rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+        if not len(rows):
+            continue
+        part = texts.take(pa.array(rows))
+        got = _cast_ms(part, typ)  # usually every text at once
+        if got is not None:
+            out[rows] = got
+            continue
+        for lo in range(0, len(rows), _ISO_BLOCK):  # a text was refused: block by block
+            got = _cast_ms(part.slice(lo, _ISO_BLOCK), typ)
+            if got is not None:
+                out[rows[lo:lo + len(got)]] = got
+    return out
+
+
+def _cast_ms(texts: pa.Array, typ: pa.DataType) -> np.ndarray | None:
+    """Epoch ms of texts cast by Arrow to ``typ``, or None when Arrow refuses any of them."""
+    try:
+        ns = pc.cast(texts, typ).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return ns.astype(np.float64) / 1e6
+
+
+def _parse_texts(strs: pd.Series, timezone: str) -> np.ndarray:
+    """Epoch ms (NaN where unparseable) of timestamp texts that :func:`_iso_fast` left: ISO
+    8601 through pandas (offsets honoured, naive times in ``timezone``), other common layouts
+    through its mixed-format parser, and years pandas cannot hold."""
+    has_tz = pc.match_substring_regex(pa.array(strs.to_numpy(), type=pa.string()),
+                                      _TZ_SUFFIX_RE).to_numpy(zero_copy_only=False)
+    parsed = np.full(len(strs), np.nan)
+    for aware in (True, False):
+        sel = has_tz if aware else ~has_tz
+        if not sel.any():
+            continue
+        part = strs[sel]
+        dt = pd.to_datetime(part, utc=aware, errors="coerce", format="ISO8601")
+        if not aware and not (dt.dtype.kind == "M" and getattr(dt.dtype, "tz", None) is None):
+            # a zone inside some text (not at its end: malformed) made pandas read the group,
+            # or the texts after it, as aware: read each text alone and keep the naive ones
+            dt = _naive_only(pd.Series(
+                [pd.to_datetime(t, errors="coerce", format="ISO8601") for t in part],
+                index=part.index, dtype=object))
+        rest = dt.isna()
+        if rest.any():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                dt2 = pd.to_datetime(part[rest], utc=aware, errors="coerce", format="mixed")
+            if aware:
+                dt[rest] = dt2
+            else:
+                dt = pd.to_datetime(dt, errors="coerce")
+                dt[rest] = _naive_only(dt2)
+        if not aware:
+            dt = dt.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+        ns = dt.dt.tz_convert("UTC").to_numpy(dtype="datetime64[ns]").astype("int64")
+        vals = ns.astype("float64") / 1e6
+        vals[dt.isna().to_numpy()] = np.nan
+        parsed[sel] = vals
+    for i in np.flatnonzero(np.isnan(parsed)).tolist():
+        parsed[i] = _beyond_pandas_range(strs.iat[i], timezone)
+    return parsed
+
+
+def _naive_only(values: pd.Series) -> pd.Series:
+    """Times the mixed-layout parser read from texts without a zone suffix, as naive times; one
+    it read with a zone (an offset inside a malformed text, e.g. ``...+00:00 x``) is NaT."""
+    if values.dtype.kind == "M" and getattr(values.dtype, "tz", None) is None:
+        return values
+    return pd.to_datetime(pd.Series(
+        [v if isinstance(v, pd.Timestamp) and v.tzinfo is None else pd.NaT for v in values],
+        index=values.index, dtype=object), errors="coerce")
 
 
 _PANDAS_MS_RANGE = (pd.Timestamp.min.value / 1e6, pd.Timestamp.max.value / 1e6)
