@@ -247,13 +247,19 @@ def _parse_texts(strs: pd.Series, timezone: str) -> np.ndarray:
         if not sel.any():
             continue
         part = strs[sel]
-        dt = pd.to_datetime(part, utc=aware, errors="coerce", format="ISO8601")
-        if not aware and not (dt.dtype.kind == "M" and getattr(dt.dtype, "tz", None) is None):
-            # a zone inside some text (not at its end: malformed) made pandas read the group,
-            # or the texts after it, as aware: read each text alone and keep the naive ones
-            dt = _naive_only(pd.Series(
-                [pd.to_datetime(t, errors="coerce", format="ISO8601") for t in part],
-                index=part.index, dtype=object))
+        try:
+            with warnings.catch_warnings():
+                # texts without a zone suffix that carry a zone inside (malformed): pandas warns
+                # that this will raise, and reads the group, or the texts after one, as aware
+                warnings.simplefilter("ignore", FutureWarning)
+                dt = pd.to_datetime(part, utc=aware, errors="coerce", format="ISO8601")
+        except (ValueError, TypeError):
+            dt = None
+        if dt is None or not aware and not (dt.dtype.kind == "M" and dt.dt.tz is None):
+            # read each text alone; in the naive group keep only the naive ones
+            one = pd.Series([pd.to_datetime(t, utc=aware, errors="coerce", format="ISO8601")
+                             for t in part], index=part.index, dtype=object)
+            dt = pd.to_datetime(one, utc=True) if aware else _naive_only(one)
         rest = dt.isna()
         if rest.any():
             with warnings.catch_warnings():
