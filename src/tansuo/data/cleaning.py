@@ -193,7 +193,6 @@ def parse_timestamps(values: pd.Series, unit: str = "auto", timezone: str = "UTC
 # offset (or nothing). Only these go to Arrow's C parser; anything else takes the general path.
 _ISO_PLAIN = (r"^\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])[T ](?:[01]\d|2[0-3]):[0-5]\d:"
               r"[0-5]\d(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):?[0-5]\d)?$")
-_ISO_AWARE = r"(?:Z|[+-]\d{2}:?\d{2})$"
 _ISO_BLOCK = 4096
 
 
@@ -206,7 +205,7 @@ def _iso_fast(texts: pa.Array, timezone: str) -> np.ndarray:
     (tests/test_import_properties.py checks this with hypothesis)."""
     out = np.full(len(texts), np.nan)
     plain = pc.fill_null(pc.match_substring_regex(texts, _ISO_PLAIN), False)
-    aware = pc.fill_null(pc.match_substring_regex(texts, _ISO_AWARE), False)
+    aware = pc.fill_null(pc.match_substring_regex(texts, _TZ_SUFFIX_RE), False)
     groups = [(pc.and_(plain, aware), pa.timestamp("ns", tz="UTC"))]
     if timezone == "UTC":
         groups.append((pc.and_(plain, pc.invert(aware)), pa.timestamp("ns")))
