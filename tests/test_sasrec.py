@@ -167,6 +167,28 @@ def test_score_is_user_vectors_dot_item_vectors(fitted, data):
 
 # -- what it learns ------------------------------------------------------------------------
 
+@pytest.mark.parametrize("lengths", [(0, 2, 7), (12, 15), (9,), (0,), (3, 30, 1)])
+def test_query_path_equals_the_full_forward_pass(fitted, data, lengths):
+    """``_Net.last`` (queries: padding-only columns dropped, no mask without padding, the last
+    block on the last position only) gives the last position of the training forward pass,
+    for batches with and without padding and histories longer than max_len (10)."""
+    rng = np.random.default_rng(len(lengths))
+    history = [rng.integers(0, data.n_items, size=n) for n in lengths]
+    context = HistoryContext([np.array(["view", "click"] * 20, dtype=object)[:n]
+                              for n in lengths],
+                             [1_700_000_000_000 + np.arange(n, dtype=np.int64) * MINUTE
+                              for n in lengths],
+                             np.full(len(lengths), 1_800_000_000_000))
+    net = fitted.net
+    net.eval()
+    for ctx in (context, None):
+        arrays = [torch.as_tensor(a) for a in fitted._inputs(history, ctx)]
+        with torch.inference_mode():
+            full = net(*arrays)[:, -1]
+            last = net.last(*arrays)
+        assert last.shape == (len(lengths), SMALL.hidden)
+        np.testing.assert_allclose(last.numpy(), full.numpy(), rtol=1e-5, atol=1e-5)
+
 
 def test_learns_the_cycle(fitted, data):
     assert _next_item_rate(fitted, data) >= 0.9

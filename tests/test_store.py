@@ -62,6 +62,24 @@ def test_events_come_back_typed_and_ordered_by_user_then_time(store):
     assert store.events(user_ids=[]).empty
 
 
+def test_events_after_a_seq_are_plain_rows_in_user_time_order(store):
+    store.write_events(_events(ROWS[:2]))
+    first = store.max_seq()
+    store.write_events(_events(ROWS[2:]))
+    cols = ("user_id", "item_id", "type", "timestamp", "position")
+    rows = store.events_after(first, cols)
+    assert [r[:4] for r in rows] == [("u1", None, "search", 2_000), ("u2", "a", "dislike", 2_000),
+                                     ("u2", "c", "review", 5_000)]
+    assert all(r[4] is None and r[-1] > first for r in rows)  # missing is None; then seq
+    assert store.events_after(store.max_seq(), cols) == []
+    assert [r[:2] for r in store.events_after(0, ("timestamp", "user_id"))] == [
+        (1_000, "u1"), (2_000, "u1"), (3_000, "u1"), (2_000, "u2"), (5_000, "u2")]
+    with pytest.raises(StoreError, match="user_id and timestamp"):
+        store.events_after(0, ("user_id", "item_id"))
+    with pytest.raises(StoreError, match="from"):
+        store.events_after(0, ("user_id", "timestamp", "seq; DROP TABLE events"))
+
+
 def test_equal_timestamps_keep_ingestion_order(store):
     rows = [{"user_id": "u", "item_id": x, "type": "view", "timestamp": 7} for x in "zyxw"]
     store.write_events(_events(rows[:2]))

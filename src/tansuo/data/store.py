@@ -506,6 +506,21 @@ class EventStore(ABC):
                 frame[c] = frame[c].astype("Int64")
         return frame
 
+    def events_after(self, after_seq: int, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Events stored after sequence number ``after_seq`` as plain rows (the values of
+        ``columns``, then ``seq``) in ``(user_id, timestamp, seq)`` order: what a follower of
+        the store folds in before a request, without building a DataFrame (which costs about
+        a millisecond for a batch of 50)."""
+        bad = set(columns) - set(EVENT_COLUMNS) - {"unknown_item", "key_id"}
+        if bad or "user_id" not in columns or "timestamp" not in columns:
+            raise StoreError(f"events_after: columns must include user_id and timestamp and "
+                             f"come from {EVENT_COLUMNS}, got {list(columns)}")
+        db_cols = ["ts" if c == "timestamp" else c for c in (*columns, "seq")]
+        rows = self._fetchall(f"SELECT {', '.join(db_cols)} FROM events WHERE seq > ? "
+                              "ORDER BY seq", [int(after_seq)])
+        u, t = list(columns).index("user_id"), list(columns).index("timestamp")
+        return sorted(rows, key=lambda r: (r[u], r[t], r[-1]))
+
     def items(self) -> pd.DataFrame:
         rows = self._fetchall(f"SELECT {', '.join(ITEM_COLUMNS)} FROM items ORDER BY item_id")
         return pd.DataFrame.from_records(rows, columns=list(ITEM_COLUMNS))

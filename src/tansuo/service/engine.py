@@ -245,24 +245,24 @@ class Engine:
                               "detail": r["detail"]} for r in report.first_rejected],
                 "rejected_count": report.rejected}
 
-    def _fold(self, events: pd.DataFrame) -> None:
-        """Apply newly stored events (time order within each user) to the in-memory state."""
+    def _fold(self, rows: list[tuple[Any, ...]]) -> None:
+        """Apply newly stored events (rows of ``_COLUMNS`` then seq, in time order within each
+        user) to the in-memory state."""
         if self.tracker is None:
-            if len(events):
+            if rows:
                 self._load_all()  # first events of a store without a catalogue
             return
         space = self.tracker.space
-        for row in events.itertuples(index=False):
-            item = row.item_id if isinstance(row.item_id, str) and row.item_id else None
-            user, typ, ts = str(row.user_id), str(row.type), int(row.timestamp)
-            self.tracker.update(user, ts, item, typ, _num(row.dwell_seconds), _num(row.amount),
-                                _str(row.query))
+        for user_id, item_id, typ, ts, dwell, amount, query, request_id, position, _ in rows:
+            item = item_id if isinstance(item_id, str) and item_id else None
+            user, typ, ts = str(user_id), str(typ), int(ts)
+            self.tracker.update(user, ts, item, typ, _num(dwell), _num(amount), _str(query))
             r = space.rows([item])[0] if item else -1
             if r >= 0:
                 self._remember(user, int(r), typ)
                 self.item_events[r] += 1
             self.last_ts = max(self.last_ts, ts)
-            self._credit_click(user, typ, row.request_id, row.position)
+            self._credit_click(user, typ, request_id, position)
 
     def _credit_click(self, user: str, typ: str, request_id: object, position: object) -> None:
         """A click on a served slot raises the posterior of that slot's interest (once)."""
@@ -360,9 +360,9 @@ class Engine:
             if self._follow_log:
                 self._tail_served_log()
             if seq > self._seq:
-                fresh = self._reader.events([*_COLUMNS, "seq"], after_seq=self._seq)
+                fresh = self._reader.events_after(self._seq, _COLUMNS)
                 self._fold(fresh)
-                self._seq = max(self._seq, int(fresh["seq"].max()) if len(fresh) else seq)
+                self._seq = max(self._seq, max(r[-1] for r in fresh) if fresh else seq)
 
     def _apply_markers(self, markers: tuple[Any, ...]) -> None:
         erased, items, model, retention = markers
