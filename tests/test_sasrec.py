@@ -347,6 +347,33 @@ def test_ensemble_scores_the_mean_of_its_members(data, tmp_path):
     assert not np.allclose(loaded.item_vectors(), ensemble.item_vectors())
 
 
+@pytest.mark.parametrize("item_repr", ["id", "id+text"])
+def test_ensemble_runs_its_members_in_one_pass(data, item_repr):
+    """The stacked pass gives each member's own vectors (side by side, / members), with and
+    without padding and context, and follows the members when their weights change."""
+    rng = np.random.default_rng(3)
+    text = rng.normal(size=(data.n_items, 16)).astype(np.float32)
+    train = TrainData(data.interactions, item_text=text)
+    ensemble = SASRec(SMALL.replace(epochs=2, members=3, item_repr=item_repr)).fit(train)
+    history, context, _ = _walks(data, lengths=(0, 4, 12))
+    users = np.full(len(history), -1)
+
+    def side_by_side(ctx):
+        return np.concatenate([m.user_vectors(users, history, ctx) for m in ensemble.members],
+                              axis=1) / np.float32(3)
+
+    for ctx in (context, None):
+        np.testing.assert_allclose(ensemble.user_vectors(users, history, ctx),
+                                   side_by_side(ctx), rtol=1e-5, atol=1e-6)
+    one = ensemble.user_vectors(users[:1], history[-1:], None)  # a single full-length query
+    np.testing.assert_allclose(one, side_by_side(None)[-1:], rtol=1e-5, atol=1e-6)
+    before = ensemble.user_vectors(users, history, context)
+    ensemble.fine_tune(train, epochs=1)
+    after = ensemble.user_vectors(users, history, context)
+    assert not np.allclose(after, before)
+    np.testing.assert_allclose(after, side_by_side(context), rtol=1e-5, atol=1e-6)
+
+
 def test_refit_on_full(data):
     model = SASRec(SMALL.replace(epochs=4, refit_on_full=True)).fit(data)
     refit = [e for e in model.training_log if e["phase"] == "refit"]

@@ -236,15 +236,94 @@ def _type_codes(types: np.ndarray | None, n: int) -> np.ndarray:
 
 # The network calls its layers' functions on their parameters (F.linear(x, layer.weight, ...))
 # rather than the layers themselves: the same arithmetic, but a one-shopper query is some 60
-# small operations, and the module-call machinery around each cost about a quarter of it.
+# small operations, and the module-call machinery around each cost about a quarter of it. The
+# same code runs an ensemble's networks at once (_Stacked): there every parameter has a
+# leading member axis, and so has the hidden state.
 
 
-def _ln(m: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    return F.layer_norm(x, m.normalized_shape, m.weight, m.bias, m.eps)
+def _ln(m: Any, x: torch.Tensor) -> torch.Tensor:
+    if m.weight.dim() == 1:
+        return F.layer_norm(x, m.normalized_shape, m.weight, m.bias, m.eps)
+    shape = (m.weight.shape[0], *(1,) * (x.dim() - 2), m.weight.shape[1])  # stacked: M × d
+    return (F.layer_norm(x, m.normalized_shape, None, None, m.eps) * m.weight.view(shape)
+            + m.bias.view(shape))
 
 
-def _lin(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    return F.linear(x, m.weight, m.bias)
+def _lin(m: Any, x: torch.Tensor) -> torch.Tensor:
+    if m.weight.dim() == 2:
+        return F.linear(x, m.weight, m.bias)
+    y = torch.matmul(x.flatten(1, -2), m.weight.transpose(1, 2))  # stacked: M × out × in
+    if m.bias is not None:
+        y = y + m.bias.unsqueeze(1)
+    return y.view(*x.shape[:-1], -1)
+
+
+def _emb(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return F.embedding(idx, table) if table.dim() == 2 else table[:, idx]
+
+
+def _block(p: Any, x: torch.Tensor, mask: torch.Tensor | None, last_only: bool,
+           training: bool) -> torch.Tensor:
+    """One pre-norm block (``p``: a _Block or its stacked parameters) on ``x`` (… × b × n ×
+    d). ``mask`` None: no padding, plain causal attention. ``last_only``: the output of the
+    last position alone (… × b × 1 × d; it attends to every key, so only the keys' mask
+    matters); the other positions' queries, projections and MLP are skipped."""
+    d = x.shape[-1]
+
+    def drop(t: torch.Tensor) -> torch.Tensor:
+        return F.dropout(t, p.p, True) if training else t
+
+    q, k, v = _lin(p.qkv, _ln(p.ln1, x)).unflatten(-1, (3, p.heads, d // p.heads)).movedim(
+        -3, 0).transpose(-2, -3)
+    if last_only:
+        q, x = q[..., -1:, :], x[..., -1:, :]
+        mask = None if mask is None else mask[..., -1:, :]
+    a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                       is_causal=mask is None and not last_only,
+                                       dropout_p=p.p if training else 0.0)
+    x = x + drop(_lin(p.proj, a.transpose(-2, -3).flatten(-2)))
+    h = drop(F.gelu(_lin(p.ff1, _ln(p.ln2, x))))
+    return x + drop(_lin(p.ff2, h))
+
+
+def _embed(p: Any, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Tensor,
+           gap_next: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The blocks' input and which positions are real tokens (not padding)."""
+    is_item = tokens >= _ITEM0
+    e = p.items((tokens - _ITEM0).clamp(min=0).reshape(-1)).unflatten(-2, tokens.shape)
+    e = torch.where(is_item.unsqueeze(-1), e, 0.0)
+    e = e + (tokens == _BOS).unsqueeze(-1) * p.bos.view(*p.bos.shape[:-1], 1, 1, -1)
+    valid = tokens != 0
+    # positions count from the first real token (the begin token of a short history is
+    # always at 0, in training and at query time alike)
+    x = e + _emb(p.pos.weight, (valid.cumsum(1) - 1).clamp(min=0))
+    if p.type_emb is not None:
+        x = x + _emb(p.type_emb.weight, types)
+    if p.c.time_gaps:
+        x = x + _emb(p.gap_prev.weight, gap_prev) + _emb(p.gap_next.weight, gap_next)
+    x = _ln(p.ln_in, x)
+    return (F.dropout(x, p.c.dropout, True) if training else x), valid
+
+
+def _last(p: Any, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Tensor,
+          gap_next: torch.Tensor) -> torch.Tensor:
+    """The last position's hidden state (… × batch × hidden) of a _Net or _Stacked, as the
+    training forward pass computes it, for queries: the columns that are padding in every row
+    are dropped (positions count from each row's first real token, so nothing else changes),
+    a batch without padding needs no mask, and the last block works on the last position
+    only. A one-shopper query costs about two thirds of the full forward pass."""
+    keep = max(int((tokens != 0).sum(1).max()) if tokens.shape[0] else 0, 1)
+    tokens, types, gap_prev, gap_next = (t[:, -keep:]
+                                         for t in (tokens, types, gap_prev, gap_next))
+    x, valid = _embed(p, tokens, types, gap_prev, gap_next, False)
+    mask: torch.Tensor | None = None
+    if not bool(valid.all()):
+        n = tokens.shape[1]
+        eye = torch.eye(n, dtype=torch.bool, device=tokens.device)
+        mask = ((p.causal[:n, :n].unsqueeze(0) & valid.unsqueeze(1)) | eye).unsqueeze(1)
+    for j, block in enumerate(p.blocks):
+        x = _block(block, x, mask, j == len(p.blocks) - 1, False)
+    return _ln(p.ln_out, x[..., -1, :])
 
 
 class _Block(nn.Module):
@@ -261,26 +340,8 @@ class _Block(nn.Module):
         self.ff2 = nn.Linear(inner, d)
         self.p = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
-                last_only: bool = False) -> torch.Tensor:
-        """``mask`` None: no padding, plain causal attention. ``last_only``: the output of
-        the last position alone (b × 1 × d; it attends to every key, so only the keys'
-        mask matters); the other positions' queries, projections and MLP are skipped."""
-        b, n, d = x.shape
-        q, k, v = _lin(self.qkv, _ln(self.ln1, x)).view(b, n, 3, self.heads,
-                                                        d // self.heads).permute(2, 0, 3, 1, 4)
-        if last_only:
-            q, x = q[:, :, -1:], x[:, -1:]
-            mask = None if mask is None else mask[..., -1:, :]
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           is_causal=mask is None and not last_only,
-                                           dropout_p=self.p if self.training else 0.0)
-        x = x + self._drop(_lin(self.proj, a.transpose(1, 2).reshape(b, q.shape[2], d)))
-        h = self._drop(F.gelu(_lin(self.ff1, _ln(self.ln2, x))))
-        return x + self._drop(_lin(self.ff2, h))
-
-    def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(x, self.p, True) if self.training else x
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return _block(self, x, mask, False, self.training)
 
 
 class _Net(nn.Module):
@@ -339,7 +400,7 @@ class _Net(nn.Module):
     def forward(self, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Tensor,
                 gap_next: torch.Tensor) -> torch.Tensor:
         """Hidden state at every position (batch × max_len × hidden), left-padded input."""
-        x, valid = self._embed(tokens, types, gap_prev, gap_next)
+        x, valid = _embed(self, tokens, types, gap_prev, gap_next, self.training)
         eye = torch.eye(tokens.shape[1], dtype=torch.bool, device=tokens.device)
         # causal, no padded keys; a padded query sees itself only (keeps softmax finite)
         mask = (self.causal.unsqueeze(0) & valid.unsqueeze(1)) | eye
@@ -350,43 +411,53 @@ class _Net(nn.Module):
 
     def last(self, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Tensor,
              gap_next: torch.Tensor) -> torch.Tensor:
-        """The last position's hidden state (batch × hidden), as ``forward(...)[:, -1]``
-        computes it, for queries: the columns that are padding in every row are dropped
-        (positions count from each row's first real token, so nothing else changes), a batch
-        without padding needs no mask, and the last block works on the last position only.
-        A one-shopper query costs about two thirds of ``forward``."""
-        keep = int((tokens != 0).sum(1).max()) if tokens.shape[0] else 0
-        keep = max(keep, 1)
-        tokens, types, gap_prev, gap_next = (t[:, -keep:]
-                                             for t in (tokens, types, gap_prev, gap_next))
-        x, valid = self._embed(tokens, types, gap_prev, gap_next)
-        mask: torch.Tensor | None = None
-        if not bool(valid.all()):
-            n = tokens.shape[1]
-            eye = torch.eye(n, dtype=torch.bool, device=tokens.device)
-            mask = ((self.causal[:n, :n].unsqueeze(0) & valid.unsqueeze(1)) | eye).unsqueeze(1)
-        for j, block in enumerate(self.blocks):
-            x = block(x, mask, last_only=j == len(self.blocks) - 1)
-        return _ln(self.ln_out, x[:, -1])
+        """``forward(...)[:, -1]`` for queries (see :func:`_last`), batch × hidden."""
+        return _last(self, tokens, types, gap_prev, gap_next)
 
-    def _embed(self, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Tensor,
-               gap_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The blocks' input and which positions are real tokens (not padding)."""
-        is_item = tokens >= _ITEM0
-        e = self.items((tokens - _ITEM0).clamp(min=0).reshape(-1)).view(*tokens.shape, -1)
-        e = torch.where(is_item.unsqueeze(-1), e, 0.0)
-        e = e + (tokens == _BOS).unsqueeze(-1) * self.bos
-        valid = tokens != 0
-        # positions count from the first real token (the begin token of a short history is
-        # always at 0, in training and at query time alike)
-        x = e + F.embedding((valid.cumsum(1) - 1).clamp(min=0), self.pos.weight)
-        if self.type_emb is not None:
-            x = x + F.embedding(types, self.type_emb.weight)
-        if self.c.time_gaps:
-            x = (x + F.embedding(gap_prev, self.gap_prev.weight)
-                 + F.embedding(gap_next, self.gap_next.weight))
-        x = _ln(self.ln_in, x)
-        return (F.dropout(x, self.c.dropout, True) if self.training else x), valid
+
+class _Stacked:
+    """Several networks of one shape as one, for queries: each parameter stacked on a leading
+    member axis (items as their finished representations, members × items × hidden), so an
+    ensemble runs every member in one pass of batched operations instead of one pass each.
+    A snapshot: rebuilt when any member's weights change."""
+
+    def __init__(self, nets: Sequence[_Net]) -> None:
+        from types import SimpleNamespace
+
+        def stack(mods: Sequence[Any]) -> Any:
+            bias = [getattr(m, "bias", None) for m in mods]
+            return SimpleNamespace(
+                weight=torch.stack([m.weight.detach() for m in mods]),
+                bias=None if bias[0] is None else torch.stack([t.detach() for t in bias]),
+                eps=getattr(mods[0], "eps", None),
+                normalized_shape=getattr(mods[0], "normalized_shape", None))
+
+        first = nets[0]
+        self.c = first.c
+        self.causal = first.causal
+        with torch.no_grad():
+            self._items = torch.stack([n.items() for n in nets])
+        self.bos = torch.stack([n.bos.detach() for n in nets])
+        self.pos = stack([n.pos for n in nets])
+        self.type_emb = None if first.type_emb is None else stack([n.type_emb for n in nets])
+        if first.c.time_gaps:
+            self.gap_prev = stack([n.gap_prev for n in nets])
+            self.gap_next = stack([n.gap_next for n in nets])
+        self.ln_in = stack([n.ln_in for n in nets])
+        self.ln_out = stack([n.ln_out for n in nets])
+        self.blocks = [
+            SimpleNamespace(heads=blocks[0].heads, p=blocks[0].p,
+                            **{name: stack([getattr(b, name) for b in blocks])
+                               for name in ("ln1", "qkv", "proj", "ln2", "ff1", "ff2")})
+            for blocks in zip(*(n.blocks for n in nets), strict=True)]
+
+    def items(self, idx: torch.Tensor) -> torch.Tensor:
+        return self._items[:, idx]
+
+    def last(self, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Tensor,
+             gap_next: torch.Tensor) -> torch.Tensor:
+        """Every member's ``last``, members × batch × hidden."""
+        return _last(self, tokens, types, gap_prev, gap_next)
 
 
 # -- sequences → padded windows --------------------------------------------------------------
@@ -489,6 +560,7 @@ class SASRec(Recommender):
         #: The fitted networks of an ensemble (``config.members > 1``); empty otherwise.
         self.members: list[SASRec] = []
         self._stacked: tuple[list[np.ndarray], np.ndarray] | None = None
+        self._joint: tuple[tuple[Any, ...], _Stacked] | None = None
 
     @property
     def seconds_to_best(self) -> float:
@@ -883,9 +955,8 @@ class SASRec(Recommender):
                      context: HistoryContext | None = None) -> np.ndarray:
         """Each query's representation (the last position's hidden state), n × hidden.
         ``users`` is not used: the model knows a user only through the given history."""
-        if self.members:  # side by side, / members: the dot product is the members' mean
-            parts = [m.user_vectors(users, history, context) for m in self.members]
-            return np.concatenate(parts, axis=1) / np.float32(len(parts))
+        if self.members:
+            return self._ensemble_vectors(history, context)
         if self.net is None:
             raise ValueError("SASRec is not fitted")
         if not len(history):
@@ -898,6 +969,34 @@ class SASRec(Recommender):
                 batch = [torch.as_tensor(a[lo:lo + 1024], device=device) for a in arrays]
                 out.append(self.net.last(*batch).float().cpu().numpy())
         return np.concatenate(out).astype(np.float32)
+
+    def _ensemble_vectors(self, history: Sequence[np.ndarray],
+                          context: HistoryContext | None) -> np.ndarray:
+        """The members' vectors side by side, divided by their number (so the dot product is
+        the mean of the members' scores), all members computed in one pass (_Stacked)."""
+        first, n = self.members[0], len(self.members)
+        if not len(history):
+            return np.zeros((0, n * first.config.hidden), dtype=np.float32)
+        devices = [m._serving() for m in self.members]
+        key = tuple(m._weights_key() for m in self.members)
+        if self._joint is None or self._joint[0] != key:
+            self._joint = (key, _Stacked([m.net for m in self.members]))  # type: ignore[misc]
+        arrays = first._inputs(history, context)  # the members share one input layout
+        with self._threads(), torch.inference_mode():
+            out = []
+            for lo in range(0, len(history), 1024):
+                batch = [torch.as_tensor(a[lo:lo + 1024], device=devices[0]) for a in arrays]
+                h = self._joint[1].last(*batch)  # members × batch × hidden
+                out.append(h.transpose(0, 1).flatten(1).float().cpu().numpy())
+        return np.concatenate(out).astype(np.float32) / np.float32(n)
+
+    def _weights_key(self) -> tuple[int, tuple[int, ...]]:
+        """Changes whenever any weight of the network changes (torch bumps a tensor's
+        version on every in-place update) or the network is replaced."""
+        assert self.net is not None
+        if self._tensors is None or self._tensors[0] is not self.net:
+            self._tensors = (self.net, [*self.net.parameters(), *self.net.buffers()])
+        return (id(self.net), tuple(t._version for t in self._tensors[1]))
 
     def _serving(self) -> torch.device:
         """Put the network on its device in eval mode, only when it is not already (a
@@ -926,9 +1025,7 @@ class SASRec(Recommender):
             return self._stacked[1]
         if self.net is None:
             raise ValueError("SASRec is not fitted")
-        if self._tensors is None or self._tensors[0] is not self.net:
-            self._tensors = (self.net, [*self.net.parameters(), *self.net.buffers()])
-        key = (id(self.net), tuple(t._version for t in self._tensors[1]))
+        key = self._weights_key()
         if self._item_cache is None or self._item_cache[0] != key:
             self._serving()
             with self._threads(), torch.inference_mode():
