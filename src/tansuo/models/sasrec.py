@@ -236,7 +236,7 @@ def _type_codes(types: np.ndarray | None, n: int) -> np.ndarray:
 
 # The network calls its layers' functions on their parameters (F.linear(x, layer.weight, ...))
 # rather than the layers themselves: the same arithmetic, but a one-shopper query is some 60
-# small operations, and the module-call machinery around each cost about a quarter of it. The
+# small operations, and the module-call machinery around each cost about a fifth of it. The
 # same code runs an ensemble's networks at once (_Stacked): there every parameter has a
 # leading member axis, and so has the hidden state.
 
@@ -311,7 +311,7 @@ def _last(p: Any, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Ten
     training forward pass computes it, for queries: the columns that are padding in every row
     are dropped (positions count from each row's first real token, so nothing else changes),
     a batch without padding needs no mask, and the last block works on the last position
-    only. A one-shopper query costs about two thirds of the full forward pass."""
+    only (a one-shopper query: ~0.8 of the full pass, benchmarks/bench_query.py)."""
     keep = max(int((tokens != 0).sum(1).max()) if tokens.shape[0] else 0, 1)
     tokens, types, gap_prev, gap_next = (t[:, -keep:]
                                          for t in (tokens, types, gap_prev, gap_next))
@@ -980,7 +980,7 @@ class SASRec(Recommender):
         devices = [m._serving() for m in self.members]
         key = tuple(m._weights_key() for m in self.members)
         if self._joint is None or self._joint[0] != key:
-            self._joint = (key, _Stacked([m.net for m in self.members]))  # type: ignore[misc]
+            self._joint = (key, _Stacked([m.net for m in self.members if m.net is not None]))
         arrays = first._inputs(history, context)  # the members share one input layout
         with self._threads(), torch.inference_mode():
             out = []
