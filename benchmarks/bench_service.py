@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench_service.py [--rate 200] [--seconds 60] [--model sasrec]
 
 Sets up ``benchmarks/out/service/home`` once (the synthetic shop, a trained model — the
-sequence model by default — and an API key), starts ``tansuo serve`` in a subprocess on a free
-port, and runs an open-loop load generator (asyncio + httpx, in this process, on the same
+one-network sequence model by default — and an API key; another ``--model`` spec gets a home
+and a docs block of its own), starts ``tansuo serve`` in a subprocess on a free port, and
+runs an open-loop load generator (asyncio + aiohttp, in this process, on the same
 2 cores — its own CPU use is part of the measurement): recommendation requests for random
 shoppers at ``--rate`` per second for ``--seconds``, while events stream in at
 ``--events-rate`` per second (batches every 100 ms). Latency is measured at the client from
@@ -21,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -32,15 +34,24 @@ import numpy as np
 from _docs import write_block
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = ROOT / "benchmarks" / "out" / "service" / "home"  # prepared once
-HOME = ROOT / "benchmarks" / "out" / "service" / "run"   # a fresh copy for every run
+OUT = ROOT / "benchmarks" / "out" / "service"
+HOME = OUT / "run"   # a fresh copy of the prepared data directory for every run
 # event times: after the shop's period and distinct on every run (events are deduplicated by
 # their content, so a re-run with the same times would only measure duplicate detection)
 T0 = int(time.time() * 1000) - 30 * 86_400_000
 
 
-def tansuo(*args: str) -> str:
-    env = {**os.environ, "TANSUO_HOME": str(BASE)}
+def _slug(model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", model).strip("-")
+
+
+def prepared_home(model: str) -> Path:
+    """The data directory prepared once per model spec (``sasrec``'s is plain ``home``)."""
+    return OUT / ("home" if model == "sasrec" else f"home-{_slug(model)}")
+
+
+def tansuo(base: Path, *args: str) -> str:
+    env = {**os.environ, "TANSUO_HOME": str(base)}
     return subprocess.run([sys.executable, "-m", "tansuo.cli", *args], env=env, check=True,
                           capture_output=True, text=True).stdout
 
@@ -48,17 +59,18 @@ def tansuo(*args: str) -> str:
 def setup(model: str) -> str:
     """The prepared data directory (made once), copied afresh for this run: every run starts
     from the same store, so runs compare (the load adds tens of thousands of events)."""
-    BASE.mkdir(parents=True, exist_ok=True)
-    if not (BASE / "models" / "LATEST").exists():
+    base = prepared_home(model)
+    base.mkdir(parents=True, exist_ok=True)
+    if not (base / "models" / "LATEST").exists():
         print("loading the synthetic shop and training", model, file=sys.stderr)
-        tansuo("datasets", "load", "synthetic-shop")
-        tansuo("train", "--model", model)
-    key_file = BASE / "bench-key.txt"
+        tansuo(base, "datasets", "load", "synthetic-shop")
+        tansuo(base, "train", "--model", model)
+    key_file = base / "bench-key.txt"
     if not key_file.exists():
-        key_file.write_text(json.loads(tansuo("keys", "create", "--scope", "read,ingest",
+        key_file.write_text(json.loads(tansuo(base, "keys", "create", "--scope", "read,ingest",
                                               "--json"))["key"])
     shutil.rmtree(HOME, ignore_errors=True)
-    shutil.copytree(BASE, HOME)
+    shutil.copytree(base, HOME)
     return key_file.read_text().strip()
 
 
@@ -246,7 +258,11 @@ def main() -> None:
     ])
     print(text)
     if not args.no_write:
-        write_block("bench_service", "Service under load (issue 7)", text)
+        if args.model == "sasrec":
+            write_block("bench_service", "Service under load (issue 7)", text)
+        else:
+            write_block(f"bench_service_{_slug(args.model)}",
+                        f"Service under load with `{args.model}` (issue 7)", text)
 
 
 if __name__ == "__main__":

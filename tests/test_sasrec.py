@@ -367,6 +367,10 @@ def test_ensemble_runs_its_members_in_one_pass(data, item_repr):
                                    side_by_side(ctx), rtol=1e-5, atol=1e-6)
     one = ensemble.user_vectors(users[:1], history[-1:], None)  # a single full-length query
     np.testing.assert_allclose(one, side_by_side(None)[-1:], rtol=1e-5, atol=1e-6)
+    many = ensemble.user_vectors(np.full(12 * len(history), -1), history * 12, None)
+    assert len(many) > 1024 // 3  # in several chunks
+    np.testing.assert_allclose(many, np.tile(side_by_side(None), (12, 1)), rtol=1e-5,
+                               atol=1e-6)
     before = ensemble.user_vectors(users, history, context)
     ensemble.fine_tune(train, epochs=1)
     after = ensemble.user_vectors(users, history, context)

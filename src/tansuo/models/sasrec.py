@@ -982,10 +982,11 @@ class SASRec(Recommender):
         if self._joint is None or self._joint[0] != key:
             self._joint = (key, _Stacked([m.net for m in self.members if m.net is not None]))
         arrays = first._inputs(history, context)  # the members share one input layout
+        step = max(1, 1024 // n)  # as much activation memory as one network's 1,024 queries
         with self._threads(), torch.inference_mode():
             out = []
-            for lo in range(0, len(history), 1024):
-                batch = [torch.as_tensor(a[lo:lo + 1024], device=devices[0]) for a in arrays]
+            for lo in range(0, len(history), step):
+                batch = [torch.as_tensor(a[lo:lo + step], device=devices[0]) for a in arrays]
                 h = self._joint[1].last(*batch)  # members × batch × hidden
                 out.append(h.transpose(0, 1).flatten(1).float().cpu().numpy())
         return np.concatenate(out).astype(np.float32) / np.float32(n)
