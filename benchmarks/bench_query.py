@@ -74,7 +74,11 @@ def main() -> None:
         queries = [rng.integers(0, data.n_items, size=60) for _ in range(args.queries)]
         nets = [m.net for m in model.members or [model]]
         first = (model.members or [model])[0]
-        stacked = _Stacked(nets) if model.members else None
+        stacked: _Stacked | None = None
+        if model.members:  # the ensemble's own snapshot, as its queries use it
+            model.user_vectors(np.array([-1]), queries[:1])
+            assert model._joint is not None
+            stacked = model._joint[1]
         times: dict[str, list[float]] = {"full": [], "last": [], "stacked": [], "total": []}
         with torch.inference_mode():
             for i, h in enumerate(queries):

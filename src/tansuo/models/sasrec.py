@@ -417,11 +417,12 @@ class _Net(nn.Module):
 
 class _Stacked:
     """Several networks of one shape as one, for queries: each parameter stacked on a leading
-    member axis (items as their finished representations, members × items × hidden), so an
-    ensemble runs every member in one pass of batched operations instead of one pass each.
-    A snapshot: rebuilt when any member's weights change."""
+    member axis, so an ensemble runs every member in one pass of batched operations instead of
+    one pass each. ``items``: the members' finished item representations side by side, items ×
+    (members · hidden) — the ensemble's scoring vectors, shared rather than copied. A
+    snapshot: rebuilt when any member's weights change."""
 
-    def __init__(self, nets: Sequence[_Net]) -> None:
+    def __init__(self, nets: Sequence[_Net], items: torch.Tensor) -> None:
         from types import SimpleNamespace
 
         def stack(mods: Sequence[Any]) -> Any:
@@ -435,8 +436,7 @@ class _Stacked:
         first = nets[0]
         self.c = first.c
         self.causal = first.causal
-        with torch.no_grad():
-            self._items = torch.stack([n.items() for n in nets])
+        self._items = items.view(items.shape[0], len(nets), -1)
         self.bos = torch.stack([n.bos.detach() for n in nets])
         self.pos = stack([n.pos for n in nets])
         self.type_emb = None if first.type_emb is None else stack([n.type_emb for n in nets])
@@ -452,7 +452,7 @@ class _Stacked:
             for blocks in zip(*(n.blocks for n in nets), strict=True)]
 
     def items(self, idx: torch.Tensor) -> torch.Tensor:
-        return self._items[:, idx]
+        return self._items[idx].movedim(-2, 0)  # members × len(idx) × hidden
 
     def last(self, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Tensor,
              gap_next: torch.Tensor) -> torch.Tensor:
@@ -559,7 +559,9 @@ class SASRec(Recommender):
         self.dp_info: dict[str, Any] | None = None
         #: The fitted networks of an ensemble (``config.members > 1``); empty otherwise.
         self.members: list[SASRec] = []
-        self._stacked: tuple[list[np.ndarray], np.ndarray] | None = None
+        #: an ensemble's item vectors side by side: (the members' arrays, the array, a torch
+        #: view of the same memory for queries)
+        self._stacked: tuple[list[np.ndarray], np.ndarray, torch.Tensor] | None = None
         self._joint: tuple[tuple[Any, ...], _Stacked] | None = None
 
     @property
@@ -980,9 +982,12 @@ class SASRec(Recommender):
         devices = [m._serving() for m in self.members]
         key = tuple(m._weights_key() for m in self.members)
         if self._joint is None or self._joint[0] != key:
-            self._joint = (key, _Stacked([m.net for m in self.members if m.net is not None]))
+            self.item_vectors()  # the item table: the scoring vectors, not another copy
+            assert self._stacked is not None
+            self._joint = (key, _Stacked([m.net for m in self.members if m.net is not None],
+                                         self._stacked[2].to(devices[0])))
         arrays = first._inputs(history, context)  # the members share one input layout
-        step = max(1, 1024 // n)  # as much activation memory as one network's 1,024 queries
+        step = max(1, 1024 // n)  # a chunk of 1,024 // members queries: roughly one network's
         with self._threads(), torch.inference_mode():
             out = []
             for lo in range(0, len(history), step):
@@ -1021,8 +1026,9 @@ class SASRec(Recommender):
             if self._stacked is None or any(
                     a is not b for a, b in zip(self._stacked[0], parts, strict=True)):
                 stacked = np.concatenate(parts, axis=1)
+                view = torch.from_numpy(stacked)  # before write=False (torch warns after)
                 stacked.setflags(write=False)
-                self._stacked = (parts, stacked)
+                self._stacked = (parts, stacked, view)
             return self._stacked[1]
         if self.net is None:
             raise ValueError("SASRec is not fitted")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import sys
 import threading
@@ -54,6 +55,10 @@ _MS_DAY = 86_400_000
 _COLUMNS = ("user_id", "item_id", "type", "timestamp", "dwell_seconds", "amount", "query",
             "request_id", "position")
 _POSITIVE = ("click", "cart", "purchase", "favorite")
+#: the fields `_fold` reads, by name, from a row of `_COLUMNS` (whatever their order there)
+_FOLD_FIELDS = operator.itemgetter(*(_COLUMNS.index(c) for c in (
+    "user_id", "item_id", "type", "timestamp", "dwell_seconds", "amount", "query",
+    "request_id", "position")))
 _SERVED_KEPT = 200_000
 
 
@@ -253,7 +258,8 @@ class Engine:
                 self._load_all()  # first events of a store without a catalogue
             return
         space = self.tracker.space
-        for user_id, item_id, typ, ts, dwell, amount, query, request_id, position, _ in rows:
+        for user_id, item_id, typ, ts, dwell, amount, query, request_id, position in map(
+                _FOLD_FIELDS, rows):
             item = item_id if isinstance(item_id, str) and item_id else None
             user, typ, ts = str(user_id), str(typ), int(ts)
             self.tracker.update(user, ts, item, typ, _num(dwell), _num(amount), _str(query))
