@@ -467,18 +467,14 @@ class EventStore(ABC):
         self,
         columns: Sequence[str] = EVENT_COLUMNS,
         user_ids: Iterable[str] | None = None,
-        after_seq: int | None = None,
     ) -> pd.DataFrame:
         """Events ordered by ``(user_id, timestamp, seq)`` as a DataFrame with the given columns
-        (``timestamp`` as int64 epoch ms); ``after_seq`` keeps only events stored after that
-        sequence number (see :meth:`max_seq`)."""
+        (``timestamp`` as int64 epoch ms). Events stored after a sequence number: see
+        :meth:`events_after`."""
         unknown = set(columns) - set(EVENT_COLUMNS) - {"unknown_item", "seq", "key_id"}
         if unknown:
             raise StoreError(f"unknown event columns {sorted(unknown)}; expected {EVENT_COLUMNS}")
-        # with after_seq the few new rows are read by the seq key and sorted here: ordering in
-        # SQL would make the planner walk the whole (user_id, ts, seq) index instead
-        fetch = list(columns) if after_seq is None or "seq" in columns else [*columns, "seq"]
-        db_cols = ["ts" if c == "timestamp" else c for c in fetch]
+        db_cols = ["ts" if c == "timestamp" else c for c in columns]
         sql = f"SELECT {', '.join(db_cols)} FROM events"
         params: list[Any] = []
         if user_ids is not None:
@@ -487,18 +483,9 @@ class EventStore(ABC):
                 return pd.DataFrame({c: [] for c in columns})
             sql += f" WHERE user_id IN ({', '.join('?' * len(users))})"
             params = users
-        if after_seq is not None:
-            sql += (" AND" if params else " WHERE") + " seq > ?"
-            params = [*params, int(after_seq)]
-        sql += " ORDER BY user_id, ts, seq" if after_seq is None else " ORDER BY seq"
+        sql += " ORDER BY user_id, ts, seq"
         rows = self._fetchall(sql, params)
-        frame = pd.DataFrame.from_records(rows, columns=fetch, coerce_float=False)
-        if after_seq is not None and len(frame):
-            ts = "timestamp" if "timestamp" in fetch else None
-            keys = [k for k in ("user_id", ts) if k and k in fetch] + ["seq"]
-            order = np.lexsort([frame[k].to_numpy() for k in reversed(keys)])
-            frame = frame.iloc[order].reset_index(drop=True)
-        frame = frame[list(columns)]
+        frame = pd.DataFrame.from_records(rows, columns=list(columns), coerce_float=False)
         for c in columns:
             if c in ("timestamp", "seq"):
                 frame[c] = frame[c].astype("int64")
@@ -516,6 +503,8 @@ class EventStore(ABC):
             raise StoreError(f"events_after: columns must include user_id and timestamp and "
                              f"come from {EVENT_COLUMNS}, got {list(columns)}")
         db_cols = ["ts" if c == "timestamp" else c for c in (*columns, "seq")]
+        # the few new rows are read by the seq key and sorted here: ordering in SQL would make
+        # the planner walk the whole (user_id, ts, seq) index instead
         rows = self._fetchall(f"SELECT {', '.join(db_cols)} FROM events WHERE seq > ? "
                               "ORDER BY seq", [int(after_seq)])
         u, t = list(columns).index("user_id"), list(columns).index("timestamp")
