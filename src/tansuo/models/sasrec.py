@@ -456,8 +456,8 @@ class _Stacked:
 
     def last(self, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Tensor,
              gap_next: torch.Tensor) -> torch.Tensor:
-        """Every member's ``last``, members × batch × hidden."""
-        return _last(self, tokens, types, gap_prev, gap_next)
+        """Every member's ``last`` side by side, batch × (members · hidden)."""
+        return _last(self, tokens, types, gap_prev, gap_next).transpose(0, 1).flatten(1)
 
 
 # -- sequences → padded windows --------------------------------------------------------------
@@ -963,13 +963,16 @@ class SASRec(Recommender):
             raise ValueError("SASRec is not fitted")
         if not len(history):
             return np.zeros((0, self.config.hidden), dtype=np.float32)
-        device = self._serving()
-        arrays = self._inputs(history, context)
+        return self._run_queries(self.net.last, self._inputs(history, context),
+                                 self._serving(), 1024)
+
+    def _run_queries(self, last: Any, arrays: tuple[np.ndarray, ...], device: torch.device,
+                     step: int) -> np.ndarray:
+        """``last`` (a network's or a _Stacked's) over the query inputs, ``step`` rows at a
+        time."""
         with self._threads(), torch.inference_mode():
-            out = []
-            for lo in range(0, len(history), 1024):
-                batch = [torch.as_tensor(a[lo:lo + 1024], device=device) for a in arrays]
-                out.append(self.net.last(*batch).float().cpu().numpy())
+            out = [last(*[torch.as_tensor(a[lo:lo + step], device=device) for a in arrays])
+                   .float().cpu().numpy() for lo in range(0, len(arrays[0]), step)]
         return np.concatenate(out).astype(np.float32)
 
     def _ensemble_vectors(self, history: Sequence[np.ndarray],
@@ -986,15 +989,11 @@ class SASRec(Recommender):
             assert self._stacked is not None
             self._joint = (key, _Stacked([m.net for m in self.members if m.net is not None],
                                          self._stacked[2].to(devices[0])))
-        arrays = first._inputs(history, context)  # the members share one input layout
-        step = max(1, 1024 // n)  # a chunk of 1,024 // members queries: roughly one network's
-        with self._threads(), torch.inference_mode():
-            out = []
-            for lo in range(0, len(history), step):
-                batch = [torch.as_tensor(a[lo:lo + step], device=devices[0]) for a in arrays]
-                h = self._joint[1].last(*batch)  # members × batch × hidden
-                out.append(h.transpose(0, 1).flatten(1).float().cpu().numpy())
-        return np.concatenate(out).astype(np.float32) / np.float32(n)
+        # the members share one input layout; a chunk of 1,024 // members queries takes
+        # roughly one network's memory
+        vectors = self._run_queries(self._joint[1].last, first._inputs(history, context),
+                                    devices[0], max(1, 1024 // n))
+        return vectors / np.float32(n)
 
     def _weights_key(self) -> tuple[int, tuple[int, ...]]:
         """Changes whenever any weight of the network changes (torch bumps a tensor's
