@@ -150,7 +150,7 @@ def _fill_slots_by_draw(kk, flags, theta=None, unit_mask=None, choice=None):
 @given(st.integers(0, 2**32 - 1), st.booleans())
 @settings(max_examples=150, deadline=None)
 def test_slot_filling_matches_a_plain_loop_over_draws(seed, item_level):
-    from tansuo.exploration.policy import _fill_slots
+    from tansuo.exploration.kernels import fill_by_theta, fill_by_unit
 
     rng = np.random.default_rng(seed)
     draws, width = int(rng.integers(1, 12)), int(rng.integers(1, 30))
@@ -158,12 +158,55 @@ def test_slot_filling_matches_a_plain_loop_over_draws(seed, item_level):
     flags = rng.random((draws, kk)) < rng.choice([0.0, 0.1, 0.5, 1.0])
     if item_level:
         kwargs = {"theta": rng.random((draws, width))}
+        picks, went = fill_by_theta(kk, flags, kwargs["theta"])
     else:
         units = int(rng.integers(1, 5))
         kwargs = {"unit_mask": rng.random((units, width)) < 0.3,
                   "choice": rng.integers(0, units, (draws, kk))}
-    picks, went = _fill_slots(kk, flags, **kwargs)
+        picks, went = fill_by_unit(kk, flags, kwargs["unit_mask"], kwargs["choice"])
     want_picks, want_went = _fill_slots_by_draw(kk, flags, **kwargs)
     np.testing.assert_array_equal(picks, want_picks)
     np.testing.assert_array_equal(went, want_went)
     assert all(len(set(row)) == kk for row in picks.tolist())  # no candidate twice in a draw
+
+
+@given(st.integers(0, 2**32 - 1))
+@settings(max_examples=150, deadline=None)
+def test_each_units_best_and_first_candidates_match_a_plain_loop(seed):
+    from tansuo.exploration.kernels import best_per_unit, first_per_unit
+
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(0, 60)), int(rng.integers(0, 6))
+    unit = rng.integers(-1, 6, n)
+    scores = rng.integers(0, 4, n).astype(float)  # many ties: earlier entries win them
+    member = rng.random(int(rng.integers(1, 8))) < 0.6
+    ok = [i for i in range(n) if 0 <= unit[i] < len(member) and member[unit[i]]]
+    by_score = sorted(ok, key=lambda i: (-scores[i], i))
+    want_best = [i for i in by_score if [j for j in by_score if unit[j] == unit[i]].index(i) < k]
+    want_first = [i for i in ok if [j for j in ok if unit[j] == unit[i]].index(i) < k]
+    assert np.flatnonzero(best_per_unit(scores, unit, member, k)).tolist() == sorted(want_best)
+    assert np.flatnonzero(first_per_unit(unit, member, k)).tolist() == want_first
+
+
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["interest-ts", "interest-ucb"]))
+@settings(max_examples=60, deadline=None)
+def test_a_slate_needs_only_the_top_and_each_interests_best_candidates(seed, strategy):
+    """The ranking is cut to the top ``pool`` and each candidate interest's best k (what any
+    slot can reach): slates and propensities equal those over the full ranking (pool ≥ n)."""
+    rng = np.random.default_rng(seed)
+    n, units = int(rng.integers(5, 200)), int(rng.integers(1, 12))
+    unit_of = rng.integers(-1, units, n)
+    scores = rng.integers(0, 30, n).astype(float)  # ties across the cut
+    exclude = rng.random(n) < 0.2
+    ctx = UserContext({int(u): 0.5 for u in rng.choice(units, min(units, 3), replace=False)})
+    centroids = rng.normal(size=(units, 4)).astype(np.float32)
+    k = int(rng.integers(1, 12))
+    slates = [SlatePolicy(PolicyConfig(strategy=strategy, explore=0.5, pool=pool,
+                                       propensity_draws=30), unit_of, centroids)
+              .slate("u", scores, k, ctx, exclude, request_id=f"r{seed}")
+              for pool in (1, n)]
+    cut, full = slates
+    np.testing.assert_array_equal(cut.items, full.items)
+    np.testing.assert_array_equal(cut.propensities, full.propensities)
+    np.testing.assert_array_equal(cut.explored, full.explored)
+    np.testing.assert_array_equal(cut.exploit, full.exploit)

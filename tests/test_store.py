@@ -225,3 +225,25 @@ def test_update_meta_from_several_connections_loses_no_update(store, store_url):
     old, new = store.update_meta("erased_users_test", lambda v: v[:1], [])
     assert old == [f"u{i}" for i in range(writers)] and new == ["u0"]
     assert store.update_meta("fresh_key", lambda v: v + 1, 41) == (41, 42)
+
+
+def test_sqlite_reads_do_not_wait_for_another_connections_write(tmp_path):
+    """WAL readers take no lock a writer holds: a service's per-request check of the store
+    must not queue behind another process's import (it used to, taking the write lock)."""
+    import sqlite3
+    import time
+
+    store = SQLiteStore(tmp_path / "s.db")
+    store.write_events(_events(ROWS))
+    store.set_meta("sync_model", "m1")
+    writer = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process, mid-import: holds the write lock
+    writer.execute("INSERT INTO meta (key, value) VALUES ('x', '1')")
+    started = time.perf_counter()
+    seq, markers = store.sync_state()
+    assert store.get_meta("x") is None and store.max_seq() == seq == len(ROWS)
+    assert time.perf_counter() - started < 5  # not the 30 s busy timeout
+    writer.execute("COMMIT")
+    assert store.get_meta("x") == 1 and markers[2] == '"m1"'
+    writer.close()
+    store.close()

@@ -344,8 +344,15 @@ class EventStore(ABC):
     def _q(self, sql: str) -> str:
         return sql.replace("?", self.placeholder)
 
-    def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    @contextmanager
+    def _reading(self) -> Iterator[Any]:
+        """A cursor for one read statement (a transaction of its own, as for writes, unless a
+        backend reads more cheaply)."""
         with self.transaction() as cur:
+            yield cur
+
+    def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._reading() as cur:
             cur.execute(self._q(sql), tuple(params))
             return list(cur.fetchall())
 
@@ -676,6 +683,18 @@ class SQLiteStore(EventStore):
             self._conn.execute("BEGIN IMMEDIATE")
         with super().transaction() as cur:
             yield cur
+
+    @contextmanager
+    def _reading(self) -> Iterator[Any]:
+        # A read statement outside a transaction runs in its own read snapshot of the WAL and
+        # takes no lock a writer holds: going through transaction() (BEGIN IMMEDIATE) made
+        # every read, a service's per-request check included, queue for the write lock
+        # behind other processes' imports, in SQLite's sleeping busy handler.
+        cur = self._conn.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
 
     def _insert_events(self, cur: sqlite3.Cursor, batch: pd.DataFrame,
                        import_id: int | None) -> int:

@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from tansuo.exploration.kernels import best_per_unit, fill_by_theta, fill_by_unit, first_per_unit
+
 __all__ = ["PolicyConfig", "UserContext", "Slate", "SlatePolicy", "STRATEGIES"]
 
 STRATEGIES = ("greedy", "epsilon", "interest-ts", "interest-ucb", "item-ts")
@@ -145,18 +147,31 @@ class SlatePolicy:
 
     # -- the exploitation ranking ----------------------------------------------------------
     def _exploit_order(self, scores: np.ndarray, candidates: np.ndarray, ctx: UserContext,
-                       k: int) -> np.ndarray:
+                       k: int, units: Sequence[int] = ()) -> np.ndarray:
+        """The exploitation ranking as far as a slate of ``k`` can use it: the top
+        ``max(pool, k)`` candidates (MMR-reordered when ``diversity`` > 0) followed, in
+        ranking order, by the best ``k`` candidates of each interest in ``units`` that are
+        not among them. This is the full ranking with the candidates no slot can reach left
+        out (their relative order is unchanged), so it costs a partial sort of the catalogue,
+        not a full one."""
         c = self.config
         s = scores[candidates].astype(np.float64)
         if c.novelty > 0 and self.unit_of is not None:
             spread = float(s.std()) or 1.0
             new = ~np.isin(self.unit_of[candidates], list(ctx.interests))
             s = s + c.novelty * spread * new
-        order = candidates[np.argsort(-s, kind="stable")]
+        m = max(c.pool, k)
+        need = _top(s, m)
+        if units and self.unit_of is not None and len(need) < len(s):
+            best = best_per_unit(s, self.unit_of[candidates], _member(units), k)
+            best[need] = True
+            need = np.flatnonzero(best)
+            need = need[np.argsort(-s[need], kind="stable")]
+        order = candidates[need]
         if c.diversity <= 0 or self.item_vectors is None:
             return order
         # MMR over the top candidates: relevance scaled to [0, 1], cosine similarity
-        head = order[:max(c.pool, k)]
+        head = order[:m]
         rel = scores[head].astype(np.float64)
         rel = (rel - rel.min()) / (np.ptp(rel) or 1.0)
         v = self.item_vectors[head]
@@ -172,9 +187,9 @@ class SlatePolicy:
             chosen.append(pick)
             left.remove(pick)
             max_sim = np.maximum(max_sim, sim[pick])
-        rest = np.setdiff1d(order, head[chosen], assume_unique=True)
-        rest = order[np.isin(order, rest)]
-        return np.concatenate([head[chosen], rest])
+        rest = np.ones(len(order), dtype=bool)
+        rest[chosen] = False
+        return np.concatenate([head[chosen], order[rest]])
 
     # -- exploring slots -------------------------------------------------------------------
     def _candidate_units(self, ctx: UserContext) -> list[int]:
@@ -183,8 +198,7 @@ class SlatePolicy:
             known = np.array(sorted(ctx.interests))
             sims = self.centroids[known] @ self.centroids.T
             sims[:, known] = -np.inf
-            for row in sims:
-                units.update(np.argsort(-row)[:self.config.neighbours].tolist())
+            units.update(np.argsort(-sims, axis=1)[:, :self.config.neighbours].ravel().tolist())
         return sorted(units)
 
     def _unit_priors(self, user: str, units: list[int], ctx: UserContext
@@ -229,10 +243,10 @@ class SlatePolicy:
             if not units:
                 return exploit, none
             uo = self.unit_of[order]
+            # the top kk and each unit's first kk: all that kk slots can need
             keep = np.zeros(len(order), dtype=bool)
             keep[:kk] = True
-            for u in units:  # each unit's best kk items are all an exploring slot can need
-                keep[np.flatnonzero(uo == u)[:kk]] = True
+            keep |= first_per_unit(uo, _member(units), kk)
             cand = order[keep]
             unit_mask = uo[keep][None, :] == np.asarray(units)[:, None]
             a, b, shows = self._unit_priors(user, units, ctx)
@@ -247,9 +261,9 @@ class SlatePolicy:
             else:
                 choice[flags] = np.argmax(rng.beta(a, b, size=(n_go, len(units))), axis=1)
         if c.strategy == "item-ts":
-            picks, went = _fill_slots(kk, flags, theta=theta)
+            picks, went = fill_by_theta(kk, flags, theta)
             return cand[picks], np.where(went, -2, -1)
-        picks, went = _fill_slots(kk, flags, unit_mask=unit_mask, choice=choice)
+        picks, went = fill_by_unit(kk, flags, unit_mask, choice)
         return cand[picks], np.where(went, np.asarray(units)[choice], -1)
 
     def _item_ab(self, item: int) -> tuple[float, float]:
@@ -275,8 +289,8 @@ class SlatePolicy:
             empty = np.zeros(0, dtype=np.int64)
             return Slate(request_id, empty, np.zeros(0), np.zeros(0), empty, c.strategy,
                          c.explore, "exact")
-        order = self._exploit_order(scores, candidates, ctx, k)
         units = self._candidate_units(ctx) if c.strategy.startswith("interest") else []
+        order = self._exploit_order(scores, candidates, ctx, k, units)
         total = sum(self.interest_stats.get((user, u), (0.0, 0.0))[1] for u in units)
         seed = int.from_bytes(hashlib.blake2b(f"{c.seed}:{request_id}".encode(),
                                               digest_size=8).digest(), "little")
@@ -319,38 +333,22 @@ class SlatePolicy:
                 s2[1] += 1.0
 
 
-def _fill_slots(kk: int, flags: np.ndarray, *, theta: np.ndarray | None = None,
-                unit_mask: np.ndarray | None = None, choice: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Fill ``kk`` slots of every draw (rows) from candidates in score order (columns):
-    (candidate picked per slot, whether the slot explored), each ``draws × kk``.
+def _top(values: np.ndarray, m: int) -> np.ndarray:
+    """``np.argsort(-values, kind="stable")[:m]`` (the ``m`` largest, largest first, ties in
+    index order) without sorting all of ``values``: a partition finds the m-th largest, and
+    only what is above it, plus its ties in index order, is sorted."""
+    if m >= len(values):
+        return np.argsort(-values, kind="stable")
+    neg = -values
+    cut = np.partition(neg, m - 1)[m - 1]
+    above = np.flatnonzero(neg < cut)
+    top = np.concatenate([above, np.flatnonzero(neg == cut)[:m - len(above)]])
+    top.sort()
+    return top[np.argsort(neg[top], kind="stable")]
 
-    A slot takes the draw's next free candidate, unless ``flags`` says it explores: then the
-    free candidate with the highest ``theta`` (item-level sampling), or the best free candidate
-    of interest ``choice`` (row of ``unit_mask``), when that interest has one left. All draws
-    are filled at once, slot by slot; only the draws whose slot explores (a tenth at explore
-    0.1) look past their next free candidate. tests/test_policy.py checks this against a
-    plain loop over the draws."""
-    draws = len(flags)
-    width = (theta if theta is not None else unit_mask).shape[1]  # type: ignore[union-attr]
-    free = np.ones((draws, width), dtype=bool)
-    picks = np.empty((draws, kk), dtype=np.int64)
-    went = np.zeros((draws, kk), dtype=bool)
-    rows = np.arange(draws)
-    for j in range(kk):
-        pick = np.argmax(free, axis=1)
-        go = np.flatnonzero(flags[:, j])
-        if len(go):
-            if theta is not None:
-                alt = np.argmax(np.where(free[go], theta[go], -1.0), axis=1)
-            else:
-                assert unit_mask is not None and choice is not None
-                avail = unit_mask[choice[go, j]] & free[go]
-                alt = np.argmax(avail, axis=1)
-                keep = avail[np.arange(len(go)), alt]  # the interest has a candidate left
-                go, alt = go[keep], alt[keep]
-            pick[go] = alt
-            went[go, j] = True
-        free[rows, pick] = False
-        picks[:, j] = pick
-    return picks, went
+
+def _member(units: Sequence[int]) -> np.ndarray:
+    """A mask over unit ids: True for ``units``."""
+    member = np.zeros(max(units) + 1, dtype=bool)
+    member[list(units)] = True
+    return member

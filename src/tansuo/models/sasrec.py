@@ -65,6 +65,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Self
 
 import numpy as np
@@ -287,10 +288,13 @@ def _block(p: Any, x: torch.Tensor, mask: torch.Tensor | None, last_only: bool,
 
 
 def _embed(p: Any, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Tensor,
-           gap_next: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The blocks' input and which positions are real tokens (not padding)."""
+           gap_next: torch.Tensor, training: bool, table: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The blocks' input and which positions are real tokens (not padding). ``table``: the
+    finished item representations (``p.items()``), when a query has them at hand."""
     is_item = tokens >= _ITEM0
-    e = p.items((tokens - _ITEM0).clamp(min=0).reshape(-1)).unflatten(-2, tokens.shape)
+    idx = (tokens - _ITEM0).clamp(min=0).reshape(-1)
+    e = (p.items(idx) if table is None else table[idx]).unflatten(-2, tokens.shape)
     e = torch.where(is_item.unsqueeze(-1), e, 0.0)
     e = e + (tokens == _BOS).unsqueeze(-1) * p.bos.view(*p.bos.shape[:-1], 1, 1, -1)
     valid = tokens != 0
@@ -306,7 +310,7 @@ def _embed(p: Any, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Te
 
 
 def _last(p: Any, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Tensor,
-          gap_next: torch.Tensor) -> torch.Tensor:
+          gap_next: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
     """The last position's hidden state (… × batch × hidden) of a _Net or _Stacked, as the
     training forward pass computes it, for queries: the columns that are padding in every row
     are dropped (positions count from each row's first real token, so nothing else changes),
@@ -315,7 +319,7 @@ def _last(p: Any, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Ten
     keep = max(int((tokens != 0).sum(1).max()) if tokens.shape[0] else 0, 1)
     tokens, types, gap_prev, gap_next = (t[:, -keep:]
                                          for t in (tokens, types, gap_prev, gap_next))
-    x, valid = _embed(p, tokens, types, gap_prev, gap_next, False)
+    x, valid = _embed(p, tokens, types, gap_prev, gap_next, False, table)
     mask: torch.Tensor | None = None
     if not bool(valid.all()):
         n = tokens.shape[1]
@@ -410,9 +414,10 @@ class _Net(nn.Module):
         return _ln(self.ln_out, x)
 
     def last(self, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Tensor,
-             gap_next: torch.Tensor) -> torch.Tensor:
-        """``forward(...)[:, -1]`` for queries (see :func:`_last`), batch × hidden."""
-        return _last(self, tokens, types, gap_prev, gap_next)
+             gap_next: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """``forward(...)[:, -1]`` for queries (see :func:`_last`), batch × hidden;
+        ``table``: ``items()``, already computed."""
+        return _last(self, tokens, types, gap_prev, gap_next, table)
 
 
 class _Stacked:
@@ -554,7 +559,7 @@ class SASRec(Recommender):
         self.training_log: list[dict[str, Any]] = []
         self.best_epoch: int = 0
         self._warned_device = False
-        self._item_cache: tuple[Any, np.ndarray] | None = None
+        self._item_cache: tuple[Any, np.ndarray, torch.Tensor] | None = None
         self._tensors: tuple[Any, list[torch.Tensor]] | None = None
         self.dp_info: dict[str, Any] | None = None
         #: The fitted networks of an ensemble (``config.members > 1``); empty otherwise.
@@ -596,16 +601,18 @@ class SASRec(Recommender):
     def _threads(self, deterministic: bool = False) -> Iterator[None]:
         """torch threads (and deterministic algorithms when training), restored after."""
         before = torch.get_num_threads()
+        change = bool(self.config.threads) and self.config.threads != before
         was_deterministic = torch.are_deterministic_algorithms_enabled()
         was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-        if self.config.threads:
+        if change:
             torch.set_num_threads(self.config.threads)
         if deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         try:
             yield
         finally:
-            torch.set_num_threads(before)
+            if change:  # (a query per request: no needless calls into the thread pool)
+                torch.set_num_threads(before)
             if deterministic:
                 torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
 
@@ -963,8 +970,15 @@ class SASRec(Recommender):
             raise ValueError("SASRec is not fitted")
         if not len(history):
             return np.zeros((0, self.config.hidden), dtype=np.float32)
-        return self._run_queries(self.net.last, self._inputs(history, context),
-                                 self._serving(), 1024)
+        device = self._serving()
+        last = self.net.last
+        if device.type == "cpu" and self.net.bos.dtype == torch.float32:
+            # the history's item rows come from the cached scoring table (the same
+            # representations, computed once) rather than from the network per query
+            self.item_vectors()
+            assert self._item_cache is not None
+            last = partial(self.net.last, table=self._item_cache[2])
+        return self._run_queries(last, self._inputs(history, context), device, 1024)
 
     def _run_queries(self, last: Any, arrays: tuple[np.ndarray, ...], device: torch.device,
                      step: int) -> np.ndarray:
@@ -1036,8 +1050,9 @@ class SASRec(Recommender):
             self._serving()
             with self._threads(), torch.inference_mode():
                 vectors = self.net.items().float().cpu().numpy().astype(np.float32)
+            view = torch.from_numpy(vectors)  # before write=False (torch warns after)
             vectors.setflags(write=False)
-            self._item_cache = (key, vectors)
+            self._item_cache = (key, vectors, view)
         return self._item_cache[1]
 
     def score(self, users: np.ndarray, history: Sequence[np.ndarray],

@@ -138,6 +138,9 @@ class Engine:
         self._follow_log = self.settings.workers > 1
         self._log_pos: tuple[int | None, int] = (None, 0)
         self._load_all()
+        from tansuo.exploration.kernels import warm_up
+
+        warm_up()  # the slate policy's compiled loops, before the first request needs them
 
     # -- loading -------------------------------------------------------------------------------
     def _load_all(self) -> None:
@@ -537,9 +540,10 @@ class Engine:
         user = self.privacy.lookup(user)
         cfg = self.policy_config
         try:
-            cfg = PolicyConfig(**{**cfg.__dict__, **({} if explore is None else
-                                                     {"explore": explore}),
-                                  **({} if strategy is None else {"strategy": strategy})})
+            if explore is not None or strategy is not None:
+                cfg = PolicyConfig(**{**cfg.__dict__, **({} if explore is None else
+                                                         {"explore": explore}),
+                                      **({} if strategy is None else {"strategy": strategy})})
         except ValueError as exc:
             raise ServiceError(422, str(exc), "explore" if "explore" in str(exc)
                                else "strategy") from exc
