@@ -11,9 +11,10 @@ import gc
 import os
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel, ConfigDict
@@ -193,7 +194,7 @@ def create_app(engine: Engine) -> FastAPI:
         exclude_seen: bool = True,
         strategy: Annotated[Literal["greedy", "epsilon", "interest-ts", "interest-ucb",
                                     "item-ts"] | None, Query()] = None,
-    ) -> JSONResponse:
+    ) -> Response:
         """Explained recommendations: each item has a score, the probability the policy gave
         it (propensity) and a reason. An unknown user gets a trending, diversified slate."""
         rec = engine.recommend(user_id, k, explore, context, category,
@@ -202,7 +203,8 @@ def create_app(engine: Engine) -> FastAPI:
         served = engine.counters["slots_served"]
         if served:
             explore_share.set(engine.counters["slots_explored"] / served)
-        return JSONResponse(rec.to_dict())
+        # orjson: the same JSON as JSONResponse at a tenth of the encoding cost
+        return Response(orjson.dumps(rec.to_dict()), media_type="application/json")
 
     @app.get("/v1/items/{item_id}/similar", tags=["read"], dependencies=[scope("read")])
     def similar(item_id: Annotated[str, Path(min_length=1, max_length=256)],

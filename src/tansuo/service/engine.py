@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from tansuo.config import Settings
@@ -435,12 +436,12 @@ class Engine:
         space = self.tracker.space if self.tracker is not None else None
         for line in data[:end].splitlines():
             try:
-                rec = json.loads(line)
+                rec = orjson.loads(line)
                 if rec.get("worker") == self.worker or space is None:
                     continue
                 user, rid = str(rec["user_id"]), str(rec["request_id"])
                 rows = space.rows([str(x) for x in rec["items"]])
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (orjson.JSONDecodeError, KeyError, TypeError):
                 continue
             units = [int(space.unit_of[r]) if r >= 0 else -1 for r in rows]
             for u in units:
@@ -674,8 +675,8 @@ class Engine:
             self._close_log()  # another worker rewrote the log (an erasure): append to the new
         if self._log_file is None:
             self.served_log.parent.mkdir(parents=True, exist_ok=True)
-            self._log_file = open(self.served_log, "a")  # noqa: SIM115 (kept open, see close)
-        self._log_file.write(json.dumps(record) + "\n")
+            self._log_file = open(self.served_log, "ab")  # noqa: SIM115 (kept open, see close)
+        self._log_file.write(orjson.dumps(record) + b"\n")
         self._log_file.flush()
 
     def _close_log(self) -> None:
