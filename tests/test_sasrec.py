@@ -188,6 +188,9 @@ def test_query_path_equals_the_full_forward_pass(fitted, data, lengths):
             last = net.last(*arrays)
         assert last.shape == (len(lengths), SMALL.hidden)
         np.testing.assert_allclose(last.numpy(), full.numpy(), rtol=1e-5, atol=1e-5)
+        # what the service calls: history rows from the cached item table
+        np.testing.assert_allclose(fitted.user_vectors(np.zeros(len(lengths)), history, ctx),
+                                   full.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_learns_the_cycle(fitted, data):
