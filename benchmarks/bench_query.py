@@ -9,7 +9,8 @@ longer than max_len 50, so nothing is trimmed) and of the shipped configurations
 from one epoch on random sequences: the cost of a query depends on shapes, not on what was
 learned. On one torch thread (as the service runs), interleaved, median per query: the
 network alone (training forward pass, the query path ``_Net.last``, an ensemble's members in
-one stacked pass) and ``SASRec.user_vectors`` as the service calls it.
+one stacked pass) and ``SASRec.user_vectors`` as the service calls it, on the torch path and
+through the model's ONNX graph (``attach_query_graph``, what ``tansuo serve`` uses).
 """
 
 from __future__ import annotations
@@ -48,11 +49,15 @@ def _timed(fn: Callable[[], object], reps: list[float]) -> None:
 
 
 def _steps(model: SASRec, nets: list, stacked: _Stacked | None, arrays: list[torch.Tensor],
-           h: np.ndarray) -> dict[str, Callable[[], object]]:
+           h: np.ndarray, graph: object) -> dict[str, Callable[[], object]]:
+    def query(with_graph: bool) -> object:
+        model._graph = graph if with_graph else None  # type: ignore[assignment]
+        return model.user_vectors(np.array([-1]), [h])
+
     steps: dict[str, Callable[[], object]] = {
         "full": lambda: [n(*arrays)[:, -1] for n in nets],
         "last": lambda: [n.last(*arrays) for n in nets],
-        "total": lambda: model.user_vectors(np.array([-1]), [h])}
+        "total": lambda: query(False), "onnx": lambda: query(True)}
     if stacked is not None:
         steps["stacked"] = lambda: stacked.last(*arrays)
     return steps
@@ -79,18 +84,21 @@ def main() -> None:
             model.user_vectors(np.array([-1]), queries[:1])
             assert model._joint is not None
             stacked = model._joint[1]
-        times: dict[str, list[float]] = {"full": [], "last": [], "stacked": [], "total": []}
+        model.attach_query_graph()
+        graph = model._graph
+        times: dict[str, list[float]] = {"full": [], "last": [], "stacked": [], "total": [],
+                                         "onnx": []}
         with torch.inference_mode():
             for i, h in enumerate(queries):
                 arrays = [torch.as_tensor(a) for a in first._inputs([h], None)]
                 warm = i < 30
-                steps = _steps(model, nets, stacked, arrays, h)
+                steps = _steps(model, nets, stacked, arrays, h, graph)
                 for key, fn in steps.items():
                     _timed(fn, [] if warm else times[key])
         med = {k: np.median(v) * 1e3 if v else float("nan") for k, v in times.items()}
         stacked_cell = f"{med['stacked']:.2f} ms" if model.members else "—"
         lines.append(f"| `{name}` | {med['full']:.2f} ms | {med['last']:.2f} ms | "
-                     f"{stacked_cell} | {med['total']:.2f} ms |")
+                     f"{stacked_cell} | {med['total']:.2f} ms | {med['onnx']:.2f} ms |")
         print(lines[-1])
     text = "\n".join([
         "```", ".venv/bin/python benchmarks/bench_query.py", "```", "",
@@ -98,10 +106,12 @@ def main() -> None:
         "interactions, 3,000 items, one torch thread). Network only (inputs prepared "
         "beforehand): the training forward pass `forward(...)[:, -1]` member by member; the "
         "query path `_Net.last` member by member; an ensemble's members in one stacked pass "
-        "(`_Stacked.last`). Last column: `SASRec.user_vectors` as the service calls it "
-        "(input preparation included).", "",
-        "| model | full pass | last position | stacked members | user_vectors |",
-        "|---|---|---|---|---|", *lines, "",
+        "(`_Stacked.last`). Last columns: `SASRec.user_vectors` as the service calls it "
+        "(input preparation included), on the torch path and through the model's ONNX graph "
+        "(ONNX Runtime, one thread; what `tansuo serve` uses).", "",
+        "| model | full pass | last position | stacked members | user_vectors (torch) | "
+        "user_vectors (ONNX graph) |",
+        "|---|---|---|---|---|---|", *lines, "",
         f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread, "
         f"Python {platform.python_version()}."])
     if not args.no_write:

@@ -414,3 +414,47 @@ def test_text_modes_ask_for_item_text():
     assert not SASRec(SASRecConfig(item_repr="id")).wants_text()
     assert SASRec(SASRecConfig(item_repr="text")).wants_text()
     assert SASRec(SASRecConfig(item_repr="id+text")).wants_text()
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_one_shopper_queries_through_the_onnx_graph(data, tmp_path, monkeypatch, members):
+    """attach_query_graph: one-row CPU queries run the exported graph (ONNX Runtime) and
+    equal the torch path; the graph is saved and read back; batches, and any query after
+    the weights change, keep the torch path."""
+    from tansuo.models.query_graph import QueryGraph
+
+    rng = np.random.default_rng(5)
+    text = rng.normal(size=(data.n_items, 16)).astype(np.float32)
+    train = TrainData(data.interactions, item_text=text)
+    model = SASRec(SMALL.replace(epochs=2, members=members, item_repr="id+text")).fit(train)
+    history, context, _ = _walks(data, lengths=(0, 1, 4, 12))
+    users = np.full(len(history), -1)
+    torch_path = model.user_vectors(users, history, context)
+    ran = []
+    original = QueryGraph.__call__
+    monkeypatch.setattr(QueryGraph, "__call__",
+                        lambda self, a: ran.append(1) or original(self, a))
+    path = tmp_path / "query.onnx"
+    model.attach_query_graph(path)
+    assert path.stat().st_size > 0
+    for ctx in (context, None):
+        before = len(ran)
+        want = model.user_vectors(users, history, ctx)  # a batch: torch, as before
+        assert len(ran) == before
+        if ctx is context:
+            np.testing.assert_array_equal(want, torch_path)
+        for r in range(len(history)):
+            one_ctx = None if ctx is None else HistoryContext(
+                [ctx.types[r]], [ctx.timestamps[r]], ctx.now[r:r + 1])
+            got = model.user_vectors(users[:1], history[r:r + 1], one_ctx)
+            np.testing.assert_allclose(got, want[r:r + 1], rtol=1e-5, atol=1e-5)
+    assert len(ran) == 2 * len(history)
+    # read back, not exported again
+    monkeypatch.setattr(QueryGraph, "export", staticmethod(lambda *a, **k: 1 / 0))
+    model.attach_query_graph(path)
+    model.fine_tune(train, epochs=1)  # new weights: the graph no longer applies
+    ran.clear()
+    after = model.user_vectors(users[:1], history[-1:], None)
+    assert not ran
+    np.testing.assert_allclose(after, model.user_vectors(users, history, None)[-1:],
+                               rtol=1e-5, atol=1e-6)

@@ -4,6 +4,7 @@ recommendations, interests, items, erasure, hot-swap, auth, limits, metrics."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -411,12 +412,38 @@ def test_clicks_on_served_slates_feed_posteriors_and_ope(service):
 def test_the_sequence_model_serves(service):
     url = service["url"]
     run(service["home"], "train", "--model", "sasrec:epochs=2")
-    r = httpx.post(f"{url}/v1/admin/reload", json={"force": True}, headers=_h(service, "admin"))
+    # a new sequence model's first load exports its query graph (seconds), then swaps
+    r = httpx.post(f"{url}/v1/admin/reload", json={"force": True}, headers=_h(service, "admin"),
+                   timeout=180)
     assert r.status_code == 200 and r.json()["model_version"].endswith("-sasrec")
     recs = httpx.get(f"{url}/v1/users/u3/recommendations", params={"k": 5, "explore": 0},
                      headers=_h(service, "read")).json()
     assert len(recs["items"]) == 5 and recs["model_version"].endswith("-sasrec")
     assert all(i["score"] is not None for i in recs["items"])
+    # one-shopper queries run the model's ONNX graph, exported once into its directory
+    model = service["engine"].model
+    assert model._graph is not None
+    assert (service["home"] / "models" / recs["model_version"] / "query.onnx").exists()
+
+
+def test_a_model_without_a_usable_query_graph_serves_through_torch(tmp_path, caplog):
+    _data(tmp_path)
+    home = tmp_path / "home"
+    run(home, "import", "items", str(tmp_path / "items.csv"))
+    run(home, "import", "events", str(tmp_path / "events.csv"))
+    run(home, "train", "--model", "sasrec:epochs=1")
+    version = (home / "models" / "LATEST").read_text().strip()
+    (home / "models" / version / "query.onnx").write_bytes(b"not an ONNX graph")
+    with caplog.at_level(logging.WARNING, logger="tansuo.service"):
+        engine = Engine(Settings(home=home))
+    assert engine.model._graph is None
+    assert f"model {version}: no ONNX query graph" in caplog.text
+    torch_only = Engine(Settings(home=home, serve_onnx=False))
+    a = engine.recommend("u3", k=5, explore=0.0)
+    b = torch_only.recommend("u3", k=5, explore=0.0)
+    assert [i["item_id"] for i in a.items] == [i["item_id"] for i in b.items]
+    engine.close()
+    torch_only.close()
 
 
 @pytest.mark.postgres

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
         1200, ge=0, description="Service: requests per minute per API key (0 = unlimited).")
     max_request_bytes: int = Field(
         5_000_000, gt=0, description="Service: largest request body accepted (bytes).")
+    serve_onnx: bool = Field(
+        True, description="Service: answer one-shopper SASRec queries through ONNX Runtime "
+                          "(the graph is exported once per model and kept as query.onnx in "
+                          "its directory; about a third of the torch path's CPU).")
     serve_threads: int = Field(
         1, ge=1, description="Service: BLAS/torch threads per request (1 serves many requests "
                              "at once without oversubscribing the cores).")

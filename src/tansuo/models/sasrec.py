@@ -66,6 +66,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -279,9 +280,15 @@ def _block(p: Any, x: torch.Tensor, mask: torch.Tensor | None, last_only: bool,
     if last_only:
         q, x = q[..., -1:, :], x[..., -1:, :]
         mask = None if mask is None else mask[..., -1:, :]
+    lead = q.shape[:-3]
+    merge = len(lead) > 1 and mask is None  # stacked members × batch as one 4-D batch (the
+    if merge:                               # ONNX export of attention takes no more)
+        q, k, v = (t.flatten(0, -4) for t in (q, k, v))
     a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                        is_causal=mask is None and not last_only,
                                        dropout_p=p.p if training else 0.0)
+    if merge:
+        a = a.unflatten(0, lead)
     x = x + drop(_lin(p.proj, a.transpose(-2, -3).flatten(-2)))
     h = drop(F.gelu(_lin(p.ff1, _ln(p.ln2, x))))
     return x + drop(_lin(p.ff2, h))
@@ -325,6 +332,11 @@ def _last(p: Any, tokens: torch.Tensor, types: torch.Tensor, gap_prev: torch.Ten
         n = tokens.shape[1]
         eye = torch.eye(n, dtype=torch.bool, device=tokens.device)
         mask = ((p.causal[:n, :n].unsqueeze(0) & valid.unsqueeze(1)) | eye).unsqueeze(1)
+    return _head(p, x, mask)
+
+
+def _head(p: Any, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The blocks and the output norm of :func:`_last`, from the embedded input."""
     for j, block in enumerate(p.blocks):
         x = _block(block, x, mask, j == len(p.blocks) - 1, False)
     return _ln(p.ln_out, x[..., -1, :])
@@ -560,6 +572,8 @@ class SASRec(Recommender):
         self.best_epoch: int = 0
         self._warned_device = False
         self._item_cache: tuple[Any, np.ndarray, torch.Tensor] | None = None
+        #: the weights' key and the ONNX graph of one-shopper queries (attach_query_graph)
+        self._graph: tuple[Any, Any] | None = None
         self._tensors: tuple[Any, list[torch.Tensor]] | None = None
         self.dp_info: dict[str, Any] | None = None
         #: The fitted networks of an ensemble (``config.members > 1``); empty otherwise.
@@ -971,6 +985,9 @@ class SASRec(Recommender):
         if not len(history):
             return np.zeros((0, self.config.hidden), dtype=np.float32)
         device = self._serving()
+        if len(history) == 1 and self._graph is not None and device.type == "cpu" \
+                and self._graph[0] == self._weights_key():
+            return self._graph_query(self._inputs(history, context))
         last = self.net.last
         if device.type == "cpu" and self.net.bos.dtype == torch.float32:
             # the history's item rows come from the cached scoring table (the same
@@ -998,16 +1015,65 @@ class SASRec(Recommender):
             return np.zeros((0, n * first.config.hidden), dtype=np.float32)
         devices = [m._serving() for m in self.members]
         key = tuple(m._weights_key() for m in self.members)
-        if self._joint is None or self._joint[0] != key:
-            self.item_vectors()  # the item table: the scoring vectors, not another copy
-            assert self._stacked is not None
-            self._joint = (key, _Stacked([m.net for m in self.members if m.net is not None],
-                                         self._stacked[2].to(devices[0])))
+        if len(history) == 1 and self._graph is not None and self._graph[0] == key \
+                and devices[0].type == "cpu":
+            return self._graph_query(first._inputs(history, context)) / np.float32(n)
+        self._stacked_pass(key, devices[0])
+        assert self._joint is not None
         # the members share one input layout; a chunk of 1,024 // members queries takes
         # roughly one network's memory
         vectors = self._run_queries(self._joint[1].last, first._inputs(history, context),
                                     devices[0], max(1, 1024 // n))
         return vectors / np.float32(n)
+
+    def _stacked_pass(self, key: Any, device: torch.device) -> None:
+        """The members' networks stacked (_Stacked), rebuilt when any member's weights
+        changed (``key``)."""
+        if self._joint is None or self._joint[0] != key:
+            self.item_vectors()  # the item table: the scoring vectors, not another copy
+            assert self._stacked is not None
+            self._joint = (key, _Stacked([m.net for m in self.members if m.net is not None],
+                                         self._stacked[2].to(device)))
+
+    def _graph_query(self, arrays: tuple[np.ndarray, ...]) -> np.ndarray:
+        """One query through the attached ONNX graph: its padding columns dropped (one row,
+        so none is left), as ``_last`` does."""
+        assert self._graph is not None
+        keep = max(int((arrays[0] != 0).sum()), 1)
+        return self._graph[1](tuple(a[:, -keep:] for a in arrays)).astype(np.float32)
+
+    def attach_query_graph(self, path: str | Path | None = None, threads: int = 1) -> None:
+        """Answer one-shopper CPU queries through ONNX Runtime
+        (:mod:`tansuo.models.query_graph`, about a third of the torch path's cost): the
+        graph is read from ``path`` when it exists, else exported (a few seconds) and saved
+        there. Used while the weights stay as they are now; other queries, and all queries
+        after a weight change (``fine_tune``), take the torch path."""
+        from tansuo.models.query_graph import QueryGraph
+
+        if (self.members[0] if self.members else self)._device().type != "cpu":
+            return
+        if self.members:
+            key: Any = tuple(m._weights_key() for m in self.members)
+            self._stacked_pass(key, torch.device("cpu"))
+            assert self._joint is not None
+            joint = self._joint[1]
+            first = self.members[0]
+
+            def make() -> bytes:
+                return QueryGraph.export(joint, None, first.config.max_len, stacked=True)
+        else:
+            if self.net is None:
+                raise ValueError("SASRec is not fitted")
+            self._serving()
+            self.item_vectors()
+            assert self._item_cache is not None
+            key, net, table = self._weights_key(), self.net, self._item_cache[2]
+
+            def make() -> bytes:
+                return QueryGraph.export(net, table, self.config.max_len, stacked=False)
+        graph = (QueryGraph.cached(Path(path), make, threads) if path is not None
+                 else QueryGraph(make(), threads))
+        self._graph = (key, graph)
 
     def _weights_key(self) -> tuple[int, tuple[int, ...]]:
         """Changes whenever any weight of the network changes (torch bumps a tensor's

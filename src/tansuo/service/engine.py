@@ -27,6 +27,7 @@ positions, propensities, model version) so logged clicks (events with ``request_
 from __future__ import annotations
 
 import json
+import logging
 import math
 import operator
 import os
@@ -212,7 +213,23 @@ class Engine:
             self.model, self.model_version, self.model_meta = None, None, {}
             self._model_rows = None
             return
-        self._swap(trained)
+        self._swap(self._prepare(trained))
+
+    def _prepare(self, trained: Any) -> Any:
+        """A freshly loaded model made ready to serve, before it is swapped in (outside the
+        lock where the caller can): one-shopper queries through ONNX Runtime
+        (``serve_onnx``), its graph read from, or exported once into, the model's
+        directory."""
+        attach = getattr(trained.model, "attach_query_graph", None)
+        if attach is not None and self.settings.serve_onnx:
+            try:
+                attach(self.home / "models" / trained.version / "query.onnx",
+                       self.settings.serve_threads)
+            except Exception as exc:  # noqa: BLE001 - any failure leaves the torch path serving
+                logging.getLogger("tansuo.service").warning(
+                    "model %s: no ONNX query graph (%s: %s); queries use torch",
+                    trained.version, type(exc).__name__, exc)
+        return trained
 
     def _swap(self, trained: Any) -> None:
         if "torch" in sys.modules:  # the model may have imported torch just now
@@ -406,7 +423,7 @@ class Engine:
 
             version = self._reader.get_meta("serving_model")
             if version and version != self.model_version:
-                self._swap(ModelRegistry(self.home).load(version))
+                self._swap(self._prepare(ModelRegistry(self.home).load(version)))
         self._markers = markers
 
     def _log_end(self) -> tuple[int | None, int]:
@@ -492,6 +509,7 @@ class Engine:
                 raise ServiceError(409, f"model {trained.version} scores ndcg@10 {new:.4f} < "
                                         f"serving {old:.4f}; pass force=true to swap anyway")
         previous = self.model_version
+        self._prepare(trained)
         with self.lock:
             self._swap(trained)
             self.counters["reloads"] += 1
