@@ -72,6 +72,7 @@ class QueryGraph:
             with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
                 warnings.simplefilter("ignore")
                 program = torch.onnx.export(Query().eval(), example, dynamo=True, optimize=False,
+                                            verbose=False,
                                             input_names=list(_INPUTS),
                                             dynamic_shapes=({1: seq},) * len(_INPUTS))
         finally:
