@@ -173,7 +173,9 @@ def test_slot_filling_matches_a_plain_loop_over_draws(seed, item_level):
 @given(st.integers(0, 2**32 - 1))
 @settings(max_examples=150, deadline=None)
 def test_each_units_best_and_first_candidates_match_a_plain_loop(seed):
-    from tansuo.exploration.kernels import best_per_unit, first_per_unit
+    """The compiled candidate picks: each unit's best and first k, and the top m with them in
+    ranking order (stable: ties go to the earlier entry)."""
+    from tansuo.exploration.kernels import best_per_unit, first_per_unit, reachable
 
     rng = np.random.default_rng(seed)
     n, k = int(rng.integers(0, 60)), int(rng.integers(0, 6))
@@ -186,6 +188,10 @@ def test_each_units_best_and_first_candidates_match_a_plain_loop(seed):
     want_first = [i for i in ok if [j for j in ok if unit[j] == unit[i]].index(i) < k]
     assert np.flatnonzero(best_per_unit(scores, unit, member, k)).tolist() == sorted(want_best)
     assert np.flatnonzero(first_per_unit(unit, member, k)).tolist() == want_first
+    m = int(rng.integers(1, 70))
+    ranked = sorted(range(n), key=lambda i: (-scores[i], i))
+    want = [i for i in ranked if i in set(ranked[:m]) | set(want_best)]
+    assert reachable(scores, unit, member, m, k).tolist() == want
 
 
 @given(st.integers(0, 2**32 - 1), st.sampled_from(["interest-ts", "interest-ucb"]))

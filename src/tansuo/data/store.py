@@ -366,7 +366,8 @@ class EventStore(ABC):
         """Store a batch of clean events (columns ``EVENT_COLUMNS``, ``event_id`` filled) and its
         rejected rows, all in one transaction. Already-stored events are skipped."""
         total = len(batch)
-        if len(batch) and batch["event_id"].duplicated().any():
+        ids = batch["event_id"].to_numpy() if total else None
+        if ids is not None and len(set(ids.tolist())) < total:  # (pandas' duplicated(): ~0.4 ms)
             batch = batch.drop_duplicates("event_id")
         with self.transaction() as cur:
             inserted = self._insert_events(cur, batch, import_id) if total else 0

@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["fill_by_unit", "fill_by_theta", "best_per_unit", "first_per_unit", "warm_up"]
+__all__ = ["fill_by_unit", "fill_by_theta", "best_per_unit", "reachable", "first_per_unit",
+           "warm_up"]
 
 
 @njit(cache=True, nogil=True)
@@ -84,11 +85,14 @@ def best_per_unit(scores: np.ndarray, unit: np.ndarray, member: np.ndarray, k: i
     first among equal ones); ``unit`` -1 or not in ``member`` (a mask over unit ids): never.
     One pass, keeping a sorted top-k per unit."""
     n_units = member.shape[0]
-    top = np.empty((n_units, max(k, 1)), np.int64)
+    out = np.zeros(scores.shape[0], np.bool_)
+    if n_units == 0 or k == 0:  # (``unit`` may then be empty)
+        return out
+    top = np.empty((n_units, k), np.int64)
     count = np.zeros(n_units, np.int64)
     for i in range(scores.shape[0]):
         u = unit[i]
-        if u < 0 or u >= n_units or not member[u] or k == 0:
+        if u < 0 or u >= n_units or not member[u]:
             continue
         c = count[u]
         if c == k and not scores[i] > scores[top[u, c - 1]]:
@@ -100,11 +104,37 @@ def best_per_unit(scores: np.ndarray, unit: np.ndarray, member: np.ndarray, k: i
         top[u, pos] = i
         if c < k:
             count[u] = c + 1
-    out = np.zeros(scores.shape[0], np.bool_)
     for u in range(n_units):
         for j in range(count[u]):
             out[top[u, j]] = True
     return out
+
+
+@njit(cache=True, nogil=True)
+def reachable(scores: np.ndarray, unit: np.ndarray, member: np.ndarray, m: int, k: int
+              ) -> np.ndarray:  # pragma: no cover - compiled
+    """Positions of the ``m`` best entries and of each member unit's ``k`` best (see
+    :func:`best_per_unit`), best first; ties go to the earlier entry, as a stable sort of
+    ``-scores`` would order them."""
+    n = scores.shape[0]
+    size = min(m, n)
+    top = np.empty(max(size, 1), np.int64)
+    count = 0
+    for i in range(n):  # a sorted buffer of the m best so far
+        if count == size and not scores[i] > scores[top[size - 1]]:
+            continue
+        pos = count if count < size else size - 1
+        while pos > 0 and scores[i] > scores[top[pos - 1]]:
+            top[pos] = top[pos - 1]
+            pos -= 1
+        top[pos] = i
+        if count < size:
+            count += 1
+    keep = best_per_unit(scores, unit, member, k)
+    for j in range(count):
+        keep[top[j]] = True
+    chosen = np.flatnonzero(keep)
+    return chosen[np.argsort(-scores[chosen], kind="mergesort")]
 
 
 @njit(cache=True, nogil=True)
@@ -130,4 +160,5 @@ def warm_up() -> None:
     unit = np.zeros(1, dtype=np.int64)
     member = np.ones(1, dtype=bool)
     best_per_unit(np.zeros(1), unit, member, 1)
+    reachable(np.zeros(1), unit, member, 1, 1)
     first_per_unit(unit, member, 1)

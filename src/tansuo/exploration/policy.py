@@ -41,11 +41,12 @@ from typing import Any
 
 import numpy as np
 
-from tansuo.exploration.kernels import best_per_unit, fill_by_theta, fill_by_unit, first_per_unit
+from tansuo.exploration.kernels import fill_by_theta, fill_by_unit, first_per_unit, reachable
 
 __all__ = ["PolicyConfig", "UserContext", "Slate", "SlatePolicy", "STRATEGIES"]
 
 STRATEGIES = ("greedy", "epsilon", "interest-ts", "interest-ucb", "item-ts")
+_NO_UNIT = np.zeros(0, dtype=np.int64)  # no interest units to keep candidates for
 
 
 @dataclass(frozen=True)
@@ -161,12 +162,10 @@ class SlatePolicy:
             new = ~np.isin(self.unit_of[candidates], list(ctx.interests))
             s = s + c.novelty * spread * new
         m = max(c.pool, k)
-        need = _top(s, m)
-        if units and self.unit_of is not None and len(need) < len(s):
-            best = best_per_unit(s, self.unit_of[candidates], _member(units), k)
-            best[need] = True
-            need = np.flatnonzero(best)
-            need = need[np.argsort(-s[need], kind="stable")]
+        if units and self.unit_of is not None:
+            need = reachable(s, self.unit_of[candidates], _member(units), m, k)
+        else:
+            need = reachable(s, _NO_UNIT, _NO_UNIT.astype(bool), m, 0)
         order = candidates[need]
         if c.diversity <= 0 or self.item_vectors is None:
             return order
@@ -331,20 +330,6 @@ class SlatePolicy:
                 s2 = self.interest_stats.setdefault(key, [0.0, 0.0])
                 s2[0] += click
                 s2[1] += 1.0
-
-
-def _top(values: np.ndarray, m: int) -> np.ndarray:
-    """``np.argsort(-values, kind="stable")[:m]`` (the ``m`` largest, largest first, ties in
-    index order) without sorting all of ``values``: a partition finds the m-th largest, and
-    only what is above it, plus its ties in index order, is sorted."""
-    if m >= len(values):
-        return np.argsort(-values, kind="stable")
-    neg = -values
-    cut = np.partition(neg, m - 1)[m - 1]
-    above = np.flatnonzero(neg < cut)
-    top = np.concatenate([above, np.flatnonzero(neg == cut)[:m - len(above)]])
-    top.sort()
-    return top[np.argsort(neg[top], kind="stable")]
 
 
 def _member(units: Sequence[int]) -> np.ndarray:

@@ -257,7 +257,7 @@ class InterestTracker:
             st.spend += float(amount)
         if query:
             st.queries.append(str(query))
-        row = self.space.rows([item_id])[0] if item_id else -1
+        row = self.space.row(item_id) if item_id else -1
         unit = int(self.space.unit_of[row]) if row >= 0 else -1
         st.recent.append((ts, int(row), type, unit))
         weight = float(c.event_weights.get(type, 1.0))

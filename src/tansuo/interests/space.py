@@ -121,6 +121,10 @@ class InterestSpace:
     def n_units(self) -> int:
         return len(self.names)
 
+    def row(self, item_id: object) -> int:
+        """Row of one item id (-1 for an unknown or missing id): ``rows`` for one event."""
+        return self._row.get(item_id, -1) if isinstance(item_id, str) else -1
+
     def rows(self, item_ids: Sequence[object]) -> np.ndarray:
         """Row of each item id in the space (-1 for unknown or missing ids)."""
         return np.array([self._row.get(str(i), -1) if isinstance(i, str) else -1

@@ -284,7 +284,7 @@ class Engine:
             item = item_id if isinstance(item_id, str) and item_id else None
             user, typ, ts = str(user_id), str(typ), int(ts)
             self.tracker.update(user, ts, item, typ, _num(dwell), _num(amount), _str(query))
-            r = space.rows([item])[0] if item else -1
+            r = space.row(item) if item else -1
             if r >= 0:
                 self._remember(user, int(r), typ)
                 self.item_events[r] += 1
