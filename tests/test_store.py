@@ -247,3 +247,23 @@ def test_sqlite_reads_do_not_wait_for_another_connections_write(tmp_path):
     assert store.get_meta("x") == 1 and markers[2] == '"m1"'
     writer.close()
     store.close()
+
+
+def test_sqlite_sync_state_follows_every_connections_commits(tmp_path):
+    """sync_state answers from its last reading while no connection has committed since
+    (PRAGMA data_version), and sees commits by other connections and by its own."""
+    import sqlite3
+
+    store = SQLiteStore(tmp_path / "s.db")
+    assert store.sync_state() == (0, (None, None, None, None))
+    store.write_events(_events(ROWS[:2]))  # its own commit
+    assert store.sync_state()[0] == 2
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other.execute("INSERT INTO meta (key, value) VALUES ('sync_items', '\"n1\"')")
+    assert store.sync_state() == (2, (None, '"n1"', None, None))
+    SQLiteStore(tmp_path / "s.db").write_events(_events(ROWS[2:]))  # another store's commit
+    assert store.sync_state()[0] == len(ROWS)
+    store.set_meta("sync_model", "m2")
+    assert store.sync_state()[1][2] == '"m2"'
+    other.close()
+    store.close()
