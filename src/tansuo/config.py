@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     serve_onnx: bool = Field(
         True, description="Service: answer one-shopper SASRec queries through ONNX Runtime "
                           "(the graph is exported once per model and kept as query.onnx in "
-                          "its directory; about a third of the torch path's CPU).")
+                          "its directory; markedly cheaper than the torch path).")
     serve_threads: int = Field(
         1, ge=1, description="Service: BLAS/torch threads per request (1 serves many requests "
                              "at once without oversubscribing the cores).")

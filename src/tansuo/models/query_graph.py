@@ -1,8 +1,10 @@
 """A SASRec one-shopper query as an ONNX graph, run by ONNX Runtime (the service's hot path).
 
-Why: a query is a 2-block transformer over at most ``max_len`` events. In torch most of its
-~1.3 ms on a 2-core box is per-operation dispatch, not arithmetic; ONNX Runtime runs the same
-graph (exported with ``torch.onnx.export``, fused by its optimiser) in about a third of that.
+Why: a query is a 2-block transformer over at most ``max_len`` events. In torch much of its
+cost on a 2-core box is per-operation dispatch, not arithmetic; ONNX Runtime runs the same
+graph (exported with ``torch.onnx.export``, fused by its optimiser) with far less of it
+(benchmarks/bench_query.py: 1.2 against 1.9 ms per query of one network, input preparation
+included).
 
 The graph is the query path of :func:`tansuo.models.sasrec._last` for one unpadded history
 (what a request asks: one shopper, the padding columns dropped), for a single network or an

@@ -1044,7 +1044,7 @@ class SASRec(Recommender):
 
     def attach_query_graph(self, path: str | Path | None = None, threads: int = 1) -> None:
         """Answer one-shopper CPU queries through ONNX Runtime
-        (:mod:`tansuo.models.query_graph`, about a third of the torch path's cost): the
+        (:mod:`tansuo.models.query_graph`, cheaper than the torch path): the
         graph is read from ``path`` when it exists, else exported (a few seconds) and saved
         there. Used while the weights stay as they are now; other queries, and all queries
         after a weight change (``fine_tune``), take the torch path."""
