@@ -3,7 +3,7 @@
 Why: a query is a 2-block transformer over at most ``max_len`` events. In torch much of its
 cost on a 2-core box is per-operation dispatch, not arithmetic; ONNX Runtime runs the same
 graph (exported with ``torch.onnx.export``, fused by its optimiser) with far less of it
-(benchmarks/bench_query.py: 1.2 against 1.9 ms per query of one network, input preparation
+(benchmarks/bench_query.py: 0.6 against 1.1 ms per query of one network, input preparation
 included).
 
 The graph is the query path of :func:`tansuo.models.sasrec._last` for one unpadded history
@@ -73,7 +73,7 @@ class QueryGraph:
                 q.setLevel(logging.ERROR)
             with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
                 warnings.simplefilter("ignore")
-                program = torch.onnx.export(Query().eval(), example, dynamo=True, optimize=False,
+                program = torch.onnx.export(Query().eval(), example, dynamo=True, optimize=True,
                                             verbose=False,
                                             input_names=list(_INPUTS),
                                             dynamic_shapes=({1: seq},) * len(_INPUTS))
