@@ -150,7 +150,7 @@ def _fill_slots_by_draw(kk, flags, theta=None, unit_mask=None, choice=None):
 @given(st.integers(0, 2**32 - 1), st.booleans())
 @settings(max_examples=150, deadline=None)
 def test_slot_filling_matches_a_plain_loop_over_draws(seed, item_level):
-    from tansuo.exploration.kernels import fill_by_theta, fill_by_unit
+    from tansuo.exploration.kernels import NO_CHOICE, NO_THETA, NO_UNITS, fill_slots
 
     rng = np.random.default_rng(seed)
     draws, width = int(rng.integers(1, 12)), int(rng.integers(1, 30))
@@ -158,12 +158,12 @@ def test_slot_filling_matches_a_plain_loop_over_draws(seed, item_level):
     flags = rng.random((draws, kk)) < rng.choice([0.0, 0.1, 0.5, 1.0])
     if item_level:
         kwargs = {"theta": rng.random((draws, width))}
-        picks, went = fill_by_theta(kk, flags, kwargs["theta"])
+        picks, went = fill_slots(kk, flags, kwargs["theta"], NO_UNITS, NO_CHOICE)
     else:
         units = int(rng.integers(1, 5))
         kwargs = {"unit_mask": rng.random((units, width)) < 0.3,
                   "choice": rng.integers(0, units, (draws, kk))}
-        picks, went = fill_by_unit(kk, flags, kwargs["unit_mask"], kwargs["choice"])
+        picks, went = fill_slots(kk, flags, NO_THETA, kwargs["unit_mask"], kwargs["choice"])
     want_picks, want_went = _fill_slots_by_draw(kk, flags, **kwargs)
     np.testing.assert_array_equal(picks, want_picks)
     np.testing.assert_array_equal(went, want_went)

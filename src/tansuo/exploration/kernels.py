@@ -15,19 +15,27 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["fill_by_unit", "fill_by_theta", "best_per_unit", "reachable", "first_per_unit",
-           "warm_up"]
+__all__ = ["fill_slots", "best_per_unit", "reachable", "first_per_unit", "warm_up",
+           "NO_THETA", "NO_UNITS", "NO_CHOICE"]
+
+#: the arguments of :func:`fill_slots` that one mode leaves unused
+NO_THETA = np.zeros((0, 0))
+NO_UNITS = np.zeros((0, 0), dtype=np.bool_)
+NO_CHOICE = np.zeros((0, 0), dtype=np.int64)
 
 
 @njit(cache=True, nogil=True)
-def fill_by_unit(kk: int, flags: np.ndarray, unit_mask: np.ndarray, choice: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Fill ``kk`` slots of every draw (rows of ``flags``) from candidates in score order
-    (columns of ``unit_mask``): a slot takes the draw's next free candidate, unless it
-    explores (``flags``); then the best free candidate of interest ``choice`` (a row of
-    ``unit_mask``), when that interest has one left. Returns (candidate per slot, whether the
-    slot explored), each ``draws × kk``."""
-    draws, width = flags.shape[0], unit_mask.shape[1]
+def fill_slots(kk: int, flags: np.ndarray, theta: np.ndarray, unit_mask: np.ndarray,
+               choice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """Fill ``kk`` slots of every draw (rows of ``flags``) from candidates in score order: a
+    slot takes the draw's next free candidate, unless it explores (``flags``). Item-level
+    sampling (``theta`` has a column per candidate): an exploring slot takes the free
+    candidate with the highest ``theta`` of its draw (the first of equal ones). Otherwise
+    (``theta`` empty): the best free candidate of interest ``choice`` (a row of
+    ``unit_mask``, a column per candidate), when that interest has one left. Returns
+    (candidate per slot, whether the slot explored), each ``draws × kk``."""
+    by_theta = theta.shape[1] > 0
+    draws, width = flags.shape[0], theta.shape[1] if by_theta else unit_mask.shape[1]
     picks = np.empty((draws, kk), np.int64)
     went = np.zeros((draws, kk), np.bool_)
     free = np.empty(width, np.bool_)
@@ -38,41 +46,20 @@ def fill_by_unit(kk: int, flags: np.ndarray, unit_mask: np.ndarray, choice: np.n
             while not free[nxt]:
                 nxt += 1
             pick = nxt
-            if flags[r, j]:
-                row = unit_mask[choice[r, j]]
-                for i in range(nxt, width):
-                    if free[i] and row[i]:
-                        pick = i
-                        went[r, j] = True
-                        break
-            free[pick] = False
-            picks[r, j] = pick
-    return picks, went
-
-
-@njit(cache=True, nogil=True)
-def fill_by_theta(kk: int, flags: np.ndarray, theta: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """As :func:`fill_by_unit`, but an exploring slot takes the free candidate with the
-    highest ``theta`` of its draw (the first of equal ones)."""
-    draws, width = theta.shape
-    picks = np.empty((draws, kk), np.int64)
-    went = np.zeros((draws, kk), np.bool_)
-    free = np.empty(width, np.bool_)
-    for r in range(draws):
-        free[:] = True
-        nxt = 0
-        for j in range(kk):
-            while not free[nxt]:
-                nxt += 1
-            pick = nxt
-            if flags[r, j]:
+            if flags[r, j] and by_theta:
                 best = -np.inf
                 for i in range(nxt, width):
                     if free[i] and theta[r, i] > best:
                         best = theta[r, i]
                         pick = i
                 went[r, j] = True
+            elif flags[r, j]:
+                row = unit_mask[choice[r, j]]
+                for i in range(nxt, width):
+                    if free[i] and row[i]:
+                        pick = i
+                        went[r, j] = True
+                        break
             free[pick] = False
             picks[r, j] = pick
     return picks, went
@@ -155,8 +142,8 @@ def warm_up() -> None:
     """Compile (or load from the cache) every kernel for the argument types the policy uses,
     so that a service's first request does not pay for it."""
     flags = np.zeros((1, 1), dtype=bool)
-    fill_by_unit(1, flags, np.ones((1, 1), dtype=bool), np.zeros((1, 1), dtype=np.int64))
-    fill_by_theta(1, flags, np.zeros((1, 1)))
+    fill_slots(1, flags, NO_THETA, np.ones((1, 1), dtype=bool), np.zeros((1, 1), dtype=np.int64))
+    fill_slots(1, flags, np.zeros((1, 1)), NO_UNITS, NO_CHOICE)
     unit = np.zeros(1, dtype=np.int64)
     member = np.ones(1, dtype=bool)
     best_per_unit(np.zeros(1), unit, member, 1)

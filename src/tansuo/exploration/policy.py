@@ -41,7 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from tansuo.exploration.kernels import fill_by_theta, fill_by_unit, first_per_unit, reachable
+from tansuo.exploration.kernels import (
+    NO_CHOICE,
+    NO_THETA,
+    NO_UNITS,
+    fill_slots,
+    first_per_unit,
+    reachable,
+)
 
 __all__ = ["PolicyConfig", "UserContext", "Slate", "SlatePolicy", "STRATEGIES"]
 
@@ -260,9 +267,9 @@ class SlatePolicy:
             else:
                 choice[flags] = np.argmax(rng.beta(a, b, size=(n_go, len(units))), axis=1)
         if c.strategy == "item-ts":
-            picks, went = fill_by_theta(kk, flags, theta)
+            picks, went = fill_slots(kk, flags, theta, NO_UNITS, NO_CHOICE)
             return cand[picks], np.where(went, -2, -1)
-        picks, went = fill_by_unit(kk, flags, unit_mask, choice)
+        picks, went = fill_slots(kk, flags, NO_THETA, unit_mask, choice)
         return cand[picks], np.where(went, np.asarray(units)[choice], -1)
 
     def _item_ab(self, item: int) -> tuple[float, float]:
