@@ -102,8 +102,9 @@ def main() -> None:
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}. Command: "
-        "`.venv/bin/python benchmarks/bench_import.py --postgres "
-        "postgresql://tansuo:tansuo@127.0.0.1:5432/tansuo_test`",
+        "`.venv/bin/python benchmarks/bench_import.py"
+        + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
+        + " --postgres postgresql://tansuo:tansuo@127.0.0.1:5432/tansuo_test`",
     ]
     text = "\n".join(table)
     print(text)

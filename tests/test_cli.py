@@ -111,6 +111,18 @@ def _big_csv(path: Path, n: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _writer_processes(db: Path) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"tansuo.data.sqlite_writer" in args and str(db).encode() in args:
+            found.append(cmdline.parent.name)
+    return found
+
+
 @pytest.mark.slow
 def test_sigkill_mid_import_leaves_whole_chunks_and_rerun_completes(tmp_path):
     src = tmp_path / "big.csv"
@@ -134,8 +146,15 @@ def test_sigkill_mid_import_leaves_whole_chunks_and_rerun_completes(tmp_path):
                 break
         time.sleep(0.02)
     assert proc.poll() is None, "import finished before it could be killed; make the file larger"
+    linux = sys.platform.startswith("linux")
+    assert not linux or _writer_processes(db), "a bulk SQLite import writes from a child process"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    if linux:  # its SQLite writer process dies with it
+        deadline = time.time() + 10
+        while _writer_processes(db) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not _writer_processes(db)
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         after_kill = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]

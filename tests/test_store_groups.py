@@ -50,8 +50,7 @@ def batches(draw: st.DrawFn) -> pd.DataFrame:
 def test_row_grouping_equals_vectorised_grouping(batch: pd.DataFrame, import_id) -> None:
     fast = _event_groups_by_row(batch, import_id)
     slow = _event_groups_vectorised(batch, import_id)
-    assert [(cols, pos.tolist(), rows) for cols, pos, rows in fast] == \
-        [(cols, pos.tolist(), rows) for cols, pos, rows in slow]
-    for (_, _, rows_f), (_, _, rows_s) in zip(fast, slow, strict=True):
-        for rf, rs in zip(rows_f, rows_s, strict=True):  # same Python types bound
-            assert [type(v) for v in rf] == [type(v) for v in rs]
+    assert fast == slow
+    for (_, cols_f), (_, cols_s) in zip(fast, slow, strict=True):
+        for cf, cs in zip(cols_f, cols_s, strict=True):  # same Python types bound
+            assert [type(v) for v in cf] == [type(v) for v in cs]

@@ -41,6 +41,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -54,6 +55,7 @@ from tansuo.errors import UnreadableSourceError
 __all__ = ["EventCleaner", "ItemCleaner", "CleanChunk", "count_user_minutes"]
 
 _EVENT_TYPES = {t.value for t in EventType}
+_EVENT_TYPE_VALUES = pa.array(sorted(_EVENT_TYPES), type=pa.string())
 #: Aliases understood for every format (lower-cased source value → Tansuo type).
 TYPE_ALIASES: dict[str, str] = {
     "pv": "view",
@@ -334,16 +336,22 @@ _EVENT_TEXT_FIELDS = ("event_id", "user_id", "item_id", "type", "query", "text",
 _ITEM_TEXT_FIELDS = ("item_id", "title", "category", "brand", "description", "attributes")
 
 
-def _has_nul(values: pd.Series) -> np.ndarray:
-    """Rows whose value contains a NUL character (PostgreSQL text cannot hold one)."""
-    found = pc.match_substring(_arrow_text(values), "\x00")
-    return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
-
-
-def _reject_nul(rj: _Rejector, cols: Mapping[str, pd.Series], fields: tuple[str, ...]) -> None:
+def _checked_texts(rj: _Rejector, cols: Mapping[str, pd.Series], fields: tuple[str, ...]
+                   ) -> dict[str, pa.Array]:
+    """The text fields as :func:`_arrow_text` gives them; rows whose value contains a NUL
+    character (which PostgreSQL text cannot hold) are rejected."""
+    out = {}
     for name in fields:
-        rj.reject(_has_nul(cols[name]), "malformed_row",
+        arr = _arrow_text(cols[name])
+        nul = pc.fill_null(pc.match_substring(arr, "\x00"), False)
+        rj.reject(nul.to_numpy(zero_copy_only=False), "malformed_row",
                   f"field '{name}' contains a NUL (0x00) character")
+        out[name] = arr
+    return out
+
+
+def _objects(arr: pa.Array) -> pd.Series:
+    return pd.Series(arr.to_numpy(zero_copy_only=False), dtype=object)
 
 
 def _reader_rejects(kind: Kind, source: str, chunk: RawChunk) -> list[QuarantineRow]:
@@ -354,23 +362,28 @@ def _reader_rejects(kind: Kind, source: str, chunk: RawChunk) -> list[Quarantine
 
 
 def _raw_json(frame: pd.DataFrame, positions: np.ndarray) -> list[str]:
-    """The rejected source rows as JSON text (via Arrow: no per-cell Python in pandas)."""
+    """The rejected source rows as JSON text (via Arrow and orjson: no per-cell Python)."""
     if not len(positions):
         return []
     part = frame.iloc[positions]
     if not len(part.columns):  # rows without any field (Arrow would give no rows at all)
         return ["{}"] * len(positions)
     try:
+        # Arrow gives None for nulls; a float NaN is written as null by orjson
         records = pa.Table.from_pandas(part, preserve_index=False).to_pylist()
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed Python objects or
         # ints beyond 64 bits: the slow, safe way
         records = part.astype(object).where(part.notna(), None).to_dict(orient="records")
-    out = []
-    for rec in records:
+    return [_json_text(rec)[:4000] for rec in records]
+
+
+def _json_text(record: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(record, default=str).decode()
+    except (TypeError, orjson.JSONEncodeError):  # ints beyond 64 bits, non-str keys
         clean = {k: (None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v)
-                 for k, v in rec.items()}
-        out.append(json.dumps(clean, default=str, ensure_ascii=False)[:4000])
-    return out
+                 for k, v in record.items()}
+        return json.dumps(clean, default=str, ensure_ascii=False)
 
 
 @dataclass
@@ -380,18 +393,18 @@ class _Rejector:
     n: int
     reason: np.ndarray = field(init=False)
     detail: list[str | None] = field(init=False)
+    alive: np.ndarray = field(init=False)
+    """Rows not rejected so far."""
 
     def __post_init__(self) -> None:
         self.reason = np.full(self.n, "", dtype=object)
         self.detail = [None] * self.n
-
-    @property
-    def alive(self) -> np.ndarray:
-        return self.reason == ""
+        self.alive = np.ones(self.n, dtype=bool)
 
     def reject(self, mask: np.ndarray, reason: str, detail: Any) -> None:
         """Reject rows in ``mask`` that are still alive; ``detail`` is a str or a row → str."""
         hit = np.flatnonzero(mask & self.alive)
+        self.alive[hit] = False
         for i in hit.tolist():
             self.reason[i] = reason
             self.detail[i] = detail(i) if callable(detail) else detail
@@ -453,6 +466,7 @@ class EventCleaner:
     privacy: Any = None
 
     def __post_init__(self) -> None:
+        self._value_sets: dict[str, tuple[set[str], int, pa.Array]] = {}
         self._types = {**TYPE_ALIASES, **{k.lower(): v for k, v in self.fmt.type_map.items()},
                        **{k.lower(): v for k, v in self.type_map.items()}}
         bad = sorted({v for v in self._types.values() if v not in _EVENT_TYPES})
@@ -513,32 +527,31 @@ class EventCleaner:
                                                         self.timezone)
 
     def clean(self, chunk: RawChunk, source: str) -> CleanChunk:
+        # Text stays in Arrow until the kept rows are taken out as Python strings: masks and
+        # set lookups run in C, and rejected rows are never converted.
         chunk = self.protected(chunk)
         raw = chunk.frame.reset_index(drop=True)
         cols = {k: v.reset_index(drop=True) for k, v in self.columns(chunk, source).items()}
         n = len(raw)
         rj = _Rejector(n)
-        _reject_nul(rj, cols, _EVENT_TEXT_FIELDS)
-        user = _text(cols["user_id"])
-        item = _text(cols["item_id"])
-        query = _text(cols["query"])
-        typ_raw = _text(cols["type"])
-        lowered = typ_raw.str.lower()
-        typ = lowered.map(self._types).fillna(lowered)  # aliases; other values unchanged
+        texts = _checked_texts(rj, cols, _EVENT_TEXT_FIELDS)
+        user, item, query, typ_raw = (texts[f] for f in ("user_id", "item_id", "query", "type"))
+        typ = _mapped(pc.utf8_lower(typ_raw), self._types)  # aliases; other values unchanged
+        user_missing, item_missing, query_missing = (
+            _null_mask(a) for a in (user, item, query))
 
-        rj.reject(user.isna().to_numpy(), "missing_user_id", "field 'user_id' is empty")
-        rj.reject(typ.isna().to_numpy(), "missing_type", "field 'type' is empty")
-        typ_arr = typ.to_numpy(dtype=object)
+        rj.reject(user_missing, "missing_user_id", "field 'user_id' is empty")
+        rj.reject(_null_mask(typ), "missing_type", "field 'type' is empty")
         rj.reject(
-            ~typ.isin(_EVENT_TYPES).to_numpy(),
+            ~_in_set(typ, _EVENT_TYPE_VALUES),
             "unknown_type",
-            lambda i: f"type {typ_raw[i]!r} is not one of {sorted(_EVENT_TYPES)}",
+            lambda i: f"type {typ_raw[i].as_py()!r} is not one of {sorted(_EVENT_TYPES)}",
         )
         ts_raw = cols["timestamp"]
         ts = next(self.parsed_timestamps, None) if self.parsed_timestamps is not None else None
         if ts is None or len(ts) != n:
             ts = parse_timestamps(ts_raw, self._unit, self.timezone).to_numpy()
-        rj.reject(ts_raw.isna().to_numpy() | (_text(ts_raw).isna().to_numpy()),
+        rj.reject(ts_raw.isna().to_numpy() | _null_mask(_arrow_text(ts_raw)),
                   "missing_timestamp", "field 'timestamp' is empty")
         rj.reject(
             np.isnan(ts),
@@ -552,10 +565,10 @@ class EventCleaner:
                                 f"{self.config.max_future_seconds:g} s)")
             rj.reject(ts < self._min_ms, "too_old_timestamp",
                       lambda i: f"timestamp {ts_raw[i]!r} is before {self.config.min_timestamp}")
-        is_search = typ_arr == "search"
-        rj.reject(item.isna().to_numpy() & ~is_search, "missing_item_id",
-                  lambda i: f"field 'item_id' is empty for a {typ_arr[i]} event")
-        rj.reject(is_search & query.isna().to_numpy() & item.isna().to_numpy(), "missing_query",
+        is_search = pc.fill_null(pc.equal(typ, "search"), False).to_numpy(zero_copy_only=False)
+        rj.reject(item_missing & ~is_search, "missing_item_id",
+                  lambda i: f"field 'item_id' is empty for a {typ[i].as_py()} event")
+        rj.reject(is_search & query_missing & item_missing, "missing_query",
                   "a search needs 'query' text (or an item)")
 
         numeric: dict[str, np.ndarray] = {}
@@ -579,44 +592,81 @@ class EventCleaner:
             numeric[name] = val
 
         if self.bots:
-            rj.reject(user.isin(self.bots).to_numpy(), "bot_user",
+            rj.reject(_in_set(user, self._value_set("bots", self.bots)), "bot_user",
                       f"user sends more than {self.config.bot_max_events_per_minute} events "
                       "in one minute")
         unknown = np.zeros(n, dtype=bool)
         if self.known_items is not None:
-            unknown = item.notna().to_numpy() & ~item.isin(self.known_items).to_numpy()
+            unknown = ~item_missing & ~_in_set(item, self._value_set("items", self.known_items))
             if self.config.unknown_items == "drop":
                 rj.reject(unknown, "unknown_item",
-                          lambda i: f"item {item[i]!r} is not in the catalogue")
+                          lambda i: f"item {item[i].as_py()!r} is not in the catalogue")
 
         rejects = _reader_rejects("events", source, chunk)
         rejects += rj.quarantine("events", source, raw, chunk.lines)
         rejects.sort(key=lambda r: r.line)
-        keep = rj.alive
-        given_ids = _text(cols["event_id"])[keep].tolist()
+        keep = rj.alive.copy()
+        kept = pa.array(keep)
+
+        def strings(arr: pa.Array) -> np.ndarray:
+            return pc.filter(arr, kept).to_numpy(zero_copy_only=False)
+
         out = pd.DataFrame({
-            "user_id": user[keep].to_numpy(dtype=object),
-            "item_id": item[keep].to_numpy(dtype=object),
-            "type": typ[keep].to_numpy(dtype=object),
+            "user_id": strings(user),
+            "item_id": strings(item),
+            "type": strings(typ),
             "timestamp": np.round(ts[keep]).astype("int64"),
             "dwell_seconds": numeric["dwell_seconds"][keep],
-            "query": query[keep].to_numpy(dtype=object),
+            "query": strings(query),
             "quantity": numeric["quantity"][keep],
             "amount": numeric["amount"][keep],
             "rating": numeric["rating"][keep],
-            "text": _text(cols["text"])[keep].to_numpy(dtype=object),
-            "request_id": _text(cols["request_id"])[keep].to_numpy(dtype=object),
+            "text": strings(texts["text"]),
+            "request_id": strings(texts["request_id"]),
             "position": numeric["position"][keep],
         })
-        out.insert(0, "event_id", _event_ids(out, given_ids))
+        given_ids = pc.filter(texts["event_id"], kept)
+        out.insert(0, "event_id", _event_ids(out, given_ids, {
+            c: pc.filter(a, kept) for c, a in (("user_id", user), ("item_id", item),
+                                               ("type", typ), ("query", query),
+                                               ("request_id", texts["request_id"]))}))
         if self.privacy is not None and self.privacy.pseudonymizer is not None:
             out["key_id"] = self.privacy.pseudonymizer.key_id
         flagged = unknown[keep]
         out["unknown_item"] = flagged.astype("int8") if self.config.unknown_items == "flag" else 0
         before = len(out)
-        out = out.drop_duplicates("event_id", keep="first").reset_index(drop=True)
+        if len(set(out["event_id"].tolist())) < before:  # (pandas' duplicated(): ~50 ms)
+            out = out.drop_duplicates("event_id", keep="first").reset_index(drop=True)
         return CleanChunk(out, rejects, before - len(out),
                           int(flagged.sum()) if self.config.unknown_items == "flag" else 0)
+
+    def _value_set(self, name: str, values: set[str]) -> pa.Array:
+        """``values`` as an Arrow array for :func:`_in_set`, built again only when another set
+        is assigned or the set changes size (the importer assigns, never edits, these)."""
+        cached = self._value_sets.get(name)
+        if cached is None or cached[0] is not values or cached[1] != len(values):
+            cached = (values, len(values), pa.array(sorted(values), type=pa.string()))
+            self._value_sets[name] = cached
+        return cached[2]
+
+
+def _null_mask(arr: pa.Array) -> np.ndarray:
+    return pc.is_null(arr).to_numpy(zero_copy_only=False)
+
+
+def _in_set(arr: pa.Array, values: pa.Array) -> np.ndarray:
+    """Rows whose value is in ``values`` (a null is in no set)."""
+    return pc.fill_null(pc.is_in(arr, value_set=values), False).to_numpy(zero_copy_only=False)
+
+
+def _mapped(arr: pa.Array, mapping: Mapping[str, str]) -> pa.Array:
+    """Each value replaced by ``mapping[value]`` where it has one (per distinct value)."""
+    encoded = pc.dictionary_encode(arr)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    uniques = encoded.dictionary.to_pylist()
+    replaced = pa.array([mapping.get(v, v) for v in uniques], type=pa.string())
+    return replaced.take(encoded.indices)
 
 
 def numeric_expectation(name: str, kind: str, config: CleaningConfig) -> str:
@@ -629,24 +679,40 @@ def numeric_expectation(name: str, kind: str, config: CleaningConfig) -> str:
     return "a non-negative " + ("integer" if kind == "int" else "number")
 
 
-def _event_ids(frame: pd.DataFrame, given: list[str | None]) -> list[str]:
-    """Given ids, or ids derived exactly as :func:`derive_event_id` does (vectorised key)."""
-    if not len(frame):
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_TS_NIBBLES = np.arange(40, -1, -4, dtype=np.int64)  # the 11 hex digits of a masked timestamp
+
+
+def _event_ids(frame: pd.DataFrame, given: pa.Array, texts: Mapping[str, pa.Array]
+               ) -> list[str]:
+    """Given ids, or ids derived exactly as :func:`derive_event_id` does: the key joined by
+    Arrow from the frame's text columns (``texts``, as Arrow arrays) and numbers, one BLAKE2b
+    digest per row (no vectorised BLAKE2b exists), and the text
+    ``d:<11 hex digits of the time><32 hex digits of the digest>`` assembled in numpy."""
+    n = len(frame)
+    if not n:
         return []
-    parts = []
-    for c in ("user_id", "item_id", "type", "timestamp", "query", "request_id"):
-        parts.append(pc.cast(pa.array(frame[c].to_numpy(), from_pandas=True), pa.string()))
+    parts = [texts["user_id"], texts["item_id"], texts["type"],
+             pc.cast(pa.array(frame["timestamp"].to_numpy()), pa.string()),
+             texts["query"], texts["request_id"]]
     pos = frame["position"].to_numpy(dtype="float64")
     parts.append(pc.cast(pa.array(np.where(np.isnan(pos), 0, pos).astype(np.int64),
                                   mask=np.isnan(pos)), pa.string()))
     keys = pc.binary_join_element_wise(*parts, "\x1f", null_handling="replace",
-                                       null_replacement="").to_pylist()
+                                       null_replacement="")
     blake = hashlib.blake2b
-    stamps = (frame["timestamp"].to_numpy(dtype=np.int64) & _TS_MASK).tolist()
-    return [
-        g if g else f"d:{t:011x}{blake(k.encode('utf-8'), digest_size=16).hexdigest()}"
-        for g, k, t in zip(given, keys, stamps, strict=True)
-    ]
+    digests = b"".join([blake(k, digest_size=16).digest()
+                        for k in pc.cast(keys, pa.binary()).to_pylist()])
+    text = np.empty((n, 45), dtype=np.uint8)
+    text[:, 0], text[:, 1] = ord("d"), ord(":")
+    stamps = frame["timestamp"].to_numpy(dtype=np.int64) & _TS_MASK
+    text[:, 2:13] = _HEX_DIGITS[(stamps[:, None] >> _TS_NIBBLES) & 0xF]
+    d = np.frombuffer(digests, dtype=np.uint8).reshape(n, 16)
+    text[:, 13::2], text[:, 14::2] = _HEX_DIGITS[d >> 4], _HEX_DIGITS[d & 0xF]
+    derived: list[str] = text.view("S45").ravel().astype("U45").tolist()
+    if given.null_count < len(given):
+        return [g if g else i for g, i in zip(given.to_pylist(), derived, strict=True)]
+    return derived
 
 
 @dataclass
@@ -682,8 +748,8 @@ class ItemCleaner:
             frame, ITEM_COLUMNS, fmt, "items", column_map, {}, ("item_id",), source,
         ).items()}
         rj = _Rejector(len(frame))
-        _reject_nul(rj, cols, _ITEM_TEXT_FIELDS)
-        item = _text(cols["item_id"])
+        texts = {k: _objects(v) for k, v in _checked_texts(rj, cols, _ITEM_TEXT_FIELDS).items()}
+        item = texts["item_id"]
         rj.reject(item.isna().to_numpy(), "missing_item_id", "field 'item_id' is empty")
         price_s = _text(cols["price"])
         price = pd.to_numeric(price_s, errors="coerce").to_numpy(dtype="float64")
@@ -691,7 +757,7 @@ class ItemCleaner:
             bad_price = price_s.notna().to_numpy() & (~np.isfinite(price) | (price < 0))
         rj.reject(bad_price, "invalid_price",
                   lambda i: f"price {price_s[i]!r} is not a non-negative number")
-        attrs = _text(cols["attributes"])
+        attrs = texts["attributes"]
         parsed_attrs: list[str | None] = []
         bad_attrs = np.zeros(len(frame), dtype=bool)
         for i, a in enumerate(attrs.tolist()):
@@ -715,18 +781,18 @@ class ItemCleaner:
         created[(created < lo) | (created > hi)] = np.nan
         rj.reject(_text(created_s).notna().to_numpy() & np.isnan(created), "invalid_created_at",
                   lambda i: f"created_at {created_s[i]!r} is not a date/time")
-        keep = rj.alive
+        keep = rj.alive.copy()
         rejects = _reader_rejects("items", source, chunk)
         rejects += rj.quarantine("items", source, frame, lines)
         rejects.sort(key=lambda r: r.line)
         created_kept = created[keep]
         out = pd.DataFrame({
             "item_id": item[keep].to_numpy(dtype=object),
-            "title": _text(cols["title"])[keep].to_numpy(dtype=object),
-            "category": _text(cols["category"])[keep].to_numpy(dtype=object),
-            "brand": _text(cols["brand"])[keep].to_numpy(dtype=object),
+            "title": texts["title"][keep].to_numpy(dtype=object),
+            "category": texts["category"][keep].to_numpy(dtype=object),
+            "brand": texts["brand"][keep].to_numpy(dtype=object),
             "price": price[keep],
-            "description": _text(cols["description"])[keep].to_numpy(dtype=object),
+            "description": texts["description"][keep].to_numpy(dtype=object),
             "attributes": np.array(parsed_attrs, dtype=object)[keep] if len(frame) else [],
             "created_at": pd.array(
                 [None if np.isnan(c) else int(round(c)) for c in created_kept], dtype="Int64"

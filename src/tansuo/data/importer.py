@@ -33,7 +33,8 @@ from tansuo.data.formats import (
     read_chunks,
 )
 from tansuo.data.row_cleaning import ROW_PATH_MAX, clean_rows
-from tansuo.data.store import EventStore, WriteResult
+from tansuo.data.sqlite_writer import PreparedEvents, WriterProcess
+from tansuo.data.store import EventStore, SQLiteStore, WriteResult
 from tansuo.errors import UnreadableSourceError
 from tansuo.privacy.policy import PrivacyPolicy, check_store_key
 
@@ -201,29 +202,80 @@ def _find_bots(chunks: Iterable[RawChunk], cleaner: EventCleaner, source: str,
     return set(counts[counts > limit].index.get_level_values(0))
 
 
+class _ThreadWriter:
+    """Writes each batch with ``store.write_events`` on one writer thread (the store's
+    connection is used by that thread alone until the import ends)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tansuo-writer")
+        self._pending: Future[WriteResult] | None = None
+
+    def prepare(self, clean: CleanChunk, import_id: int | None) -> Any:
+        return clean.frame, import_id, clean.rejects
+
+    def submit(self, prepared: Any) -> None:
+        self._pending = self._pool.submit(self._store.write_events, *prepared)
+
+    def result(self) -> WriteResult:
+        assert self._pending is not None
+        future, self._pending = self._pending, None
+        return future.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _ProcessWriter:
+    """Writes each batch in a child process (:mod:`tansuo.data.sqlite_writer`): the batch is
+    grouped into rows here, and bound and committed there, on the other core."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self._child = WriterProcess(store.path)
+        self._total = 0
+
+    def prepare(self, clean: CleanChunk, import_id: int | None) -> PreparedEvents:
+        return self._store.prepare_events(clean.frame, import_id, clean.rejects)
+
+    def submit(self, prepared: PreparedEvents) -> None:
+        self._total = prepared.total
+        self._child.submit(prepared)
+
+    def result(self) -> WriteResult:
+        inserted = self._child.result()
+        return WriteResult(inserted=inserted, duplicates=self._total - inserted)
+
+    def close(self) -> None:
+        self._child.close()
+
+
+def _writer(store: EventStore, separate_process: bool) -> _ThreadWriter | _ProcessWriter:
+    if separate_process and isinstance(store, SQLiteStore):
+        return _ProcessWriter(store)
+    return _ThreadWriter(store)
+
+
 def _run_events(
     store: EventStore, chunks: Iterator[RawChunk], cleaner: EventCleaner,
-    report: ImportReport, bar: tqdm,
+    report: ImportReport, bar: tqdm, writer: _ThreadWriter | _ProcessWriter,
 ) -> None:
-    """Clean chunk k+1 while chunk k is written (one writer thread; the store's connection is
-    used by that thread alone until the import ends)."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tansuo-writer") as writer:
-        pending: tuple[Future[WriteResult], CleanChunk, int] | None = None
-        for chunk in chunks:
-            clean = cleaner.clean(chunk, report.source)
-            if pending is not None:
-                _settle(pending, report, bar)
-            size = len(chunk.frame) + len(chunk.rejects)
-            pending = (writer.submit(store.write_events, clean.frame, report.import_id,
-                                     clean.rejects), clean, size)
+    """Clean (and prepare) chunk k+1 while chunk k is written."""
+    pending: tuple[CleanChunk, int] | None = None
+    for chunk in chunks:
+        clean = cleaner.clean(chunk, report.source)
+        prepared = writer.prepare(clean, report.import_id)
         if pending is not None:
-            _settle(pending, report, bar)
+            _settle(writer, *pending, report, bar)
+        writer.submit(prepared)
+        pending = (clean, len(chunk.frame) + len(chunk.rejects))
+    if pending is not None:
+        _settle(writer, *pending, report, bar)
 
 
-def _settle(pending: tuple[Future[WriteResult], CleanChunk, int], report: ImportReport,
-            bar: tqdm) -> None:
-    future, clean, size = pending
-    result = future.result()
+def _settle(writer: _ThreadWriter | _ProcessWriter, clean: CleanChunk, size: int,
+            report: ImportReport, bar: tqdm) -> None:
+    result = writer.result()
     report._add(clean, result.inserted, result.duplicates, size)
     bar.update(size)
 
@@ -251,30 +303,37 @@ def import_events(store: EventStore, path: str | Path, options: ImportOptions | 
     report = ImportReport("events", source, fmt.name)
     started = time.perf_counter()
     total = _estimate_rows(path, fmt)
+    # A source of several chunks is written by a process of its own where the store allows
+    # (SQLite): started now, it is ready when the first chunk is.
+    writer = _writer(store, total is None or total > opts.chunk_size)
     spill = _TimestampSpill()
-    if opts.cleaning.bot_max_events_per_minute > 0:
-        with _progress(total, "scanning for bots", opts.progress) as bar:
-            only = cleaner.source_columns("user_id", "timestamp")
-            scan = replace(read, only=only) if fmt.row_transform is None else read
-
-            def counted() -> Iterator[RawChunk]:
-                for c in read_chunks(path, fmt, "events", scan):
-                    bar.update(len(c.frame) + len(c.rejects))
-                    yield c
-            cleaner.bots = _find_bots(counted(), cleaner, source,
-                                      opts.cleaning.bot_max_events_per_minute, spill)
-            cleaner.parsed_timestamps = spill.read()
-    report.bot_users = sorted(cleaner.bots)
-    report.import_id = store.begin_import("events", source, fmt.name)
     try:
-        with _progress(total, f"importing {path.name}", opts.progress) as bar:
-            _run_events(store, read_chunks(path, fmt, "events", read), cleaner, report, bar)
-    except BaseException:
-        report.status = "failed"
-        report.seconds = time.perf_counter() - started
-        store.finish_import(report.import_id, "failed", report.to_dict())
-        raise
+        if opts.cleaning.bot_max_events_per_minute > 0:
+            with _progress(total, "scanning for bots", opts.progress) as bar:
+                only = cleaner.source_columns("user_id", "timestamp")
+                scan = replace(read, only=only) if fmt.row_transform is None else read
+
+                def counted() -> Iterator[RawChunk]:
+                    for c in read_chunks(path, fmt, "events", scan):
+                        bar.update(len(c.frame) + len(c.rejects))
+                        yield c
+                cleaner.bots = _find_bots(counted(), cleaner, source,
+                                          opts.cleaning.bot_max_events_per_minute, spill)
+                cleaner.parsed_timestamps = spill.read()
+        report.bot_users = sorted(cleaner.bots)
+        report.import_id = store.begin_import("events", source, fmt.name)
+        try:
+            with _progress(total, f"importing {path.name}", opts.progress) as bar:
+                _run_events(store, read_chunks(path, fmt, "events", read), cleaner, report,
+                            bar, writer)
+        except BaseException:
+            writer.close()  # first: a batch still in flight is not committed
+            report.status = "failed"
+            report.seconds = time.perf_counter() - started
+            store.finish_import(report.import_id, "failed", report.to_dict())
+            raise
     finally:
+        writer.close()
         spill.close()
     return _finish(store, report, started)
 

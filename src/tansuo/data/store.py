@@ -30,6 +30,13 @@ import numpy as np
 import pandas as pd
 
 from tansuo.data.schema import EVENT_COLUMNS, ITEM_COLUMNS
+from tansuo.data.sqlite_writer import (
+    QUARANTINE_SQL,
+    EventGroup,
+    PreparedEvents,
+    connect,
+    insert_event_groups,
+)
 from tansuo.errors import ConfigError, StoreError
 
 __all__ = [
@@ -198,37 +205,84 @@ def _missing(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
-def _event_groups(batch: pd.DataFrame, import_id: int | None
-                  ) -> list[tuple[tuple[str, ...], np.ndarray, list[tuple[Any, ...]]]]:
-    """The batch split by which optional columns are filled: (columns, row positions, rows)
-    per group, so each row binds only the values it has."""
+def _unique_events(batch: pd.DataFrame) -> pd.DataFrame:
+    """The batch with a repeated event_id kept once (the first)."""
+    if len(batch) and len(set(batch["event_id"].tolist())) < len(batch):  # (pandas'
+        return batch.drop_duplicates("event_id")  # duplicated() alone: ~0.4 ms)
+    return batch
+
+
+def _quarantine_rows(rows: Sequence[QuarantineRow], import_id: int | None
+                     ) -> list[tuple[Any, ...]]:
+    now = _now_ms()
+    return [(import_id, r.kind, r.source, r.line, r.reason, r.detail, r.raw, now) for r in rows]
+
+
+def _event_groups(batch: pd.DataFrame, import_id: int | None) -> list[EventGroup]:
+    """The batch split by which optional columns are filled: (database columns, values
+    column by column) per group, so each row binds only the values it has. The first column
+    is each row's position in the batch (its ``seq`` offset, see
+    :func:`tansuo.data.sqlite_writer.insert_event_groups`)."""
     if len(batch) <= _ROW_GROUPING_MAX:
         return _event_groups_by_row(batch, import_id)
     return _event_groups_vectorised(batch, import_id)
 
 
+def _object_column(values: pd.Series, kind: str) -> np.ndarray:
+    """A column as an object array of Python values to bind: None where missing, ints as
+    ints (the vectorised form of :func:`_none_if_nan`)."""
+    mask = values.isna().to_numpy()
+    if kind == "int":
+        arr = values.to_numpy(dtype="float64", na_value=np.nan)
+        out = np.where(mask, 0, arr).astype(np.int64).astype(object)
+    elif kind == "float":
+        out = values.to_numpy(dtype="float64", na_value=np.nan).astype(object)
+    else:
+        out = np.array(values.to_numpy(dtype=object), dtype=object)  # a copy: None is set below
+    if mask.any():
+        out[mask] = None
+    return out
+
+
 def _event_groups_vectorised(batch: pd.DataFrame, import_id: int | None
-                             ) -> list[tuple[tuple[str, ...], np.ndarray, list[tuple[Any, ...]]]]:
-    filled = {c: batch[c].notna().to_numpy() for c in _OPTIONAL}
+                             ) -> list[EventGroup]:
+    filled = {c: batch[c].notna().to_numpy() for c in _OPTIONAL if c in batch}
     filled = {c: m for c, m in filled.items() if m.any()}
     pattern = np.zeros(len(batch), dtype=np.int64)
     for bit, mask in enumerate(filled.values()):
         pattern |= mask.astype(np.int64) << bit
-    groups = []
     names = list(filled)
+    # each column converted once; a group takes its rows from the object arrays
+    values = {c: _object_column(batch[c], _KINDS[c]) for c in EVENT_COLUMNS
+              if c in _REQUIRED_FIELDS or c in filled}
+    unknown = batch["unknown_item"].to_numpy().astype(np.int64) if "unknown_item" in batch \
+        else None
+    key = _object_column(batch["key_id"], "str") if "key_id" in batch else None
+    groups = []
     for code in np.unique(pattern):
         positions = np.flatnonzero(pattern == code)
-        part = batch.iloc[positions] if len(positions) != len(batch) else batch
-        cols = [c for c in (*_REQUIRED_FIELDS, *names)
+        whole = len(positions) == len(batch)
+        used = [c for c in EVENT_COLUMNS
                 if c in _REQUIRED_FIELDS or (c in filled and code >> names.index(c) & 1)]
-        db_cols, rows = _event_rows(part[cols + [c for c in ("unknown_item", "key_id")
-                                                 if c in part]], import_id)
-        groups.append((db_cols, positions, rows))
+        db_cols = [_DB_NAME[c] for c in used]
+        columns = [positions.tolist()]
+        columns += [(values[c] if whole else values[c][positions]).tolist() for c in used]
+        if unknown is not None and unknown[positions].any():
+            db_cols.append("unknown_item")
+            columns.append(unknown[positions].tolist())
+        if key is not None:
+            keys = key[positions]
+            if any(k is not None for k in keys.tolist()):
+                db_cols.append("key_id")  # the pseudonymisation ring the user id was made with
+                columns.append(keys.tolist())
+        if import_id is not None:
+            db_cols.append("import_id")
+            columns.append([import_id] * len(positions))
+        groups.append((tuple(db_cols), columns))
     return groups
 
 
-def _event_groups_by_row(batch: pd.DataFrame, import_id: int | None
-                         ) -> list[tuple[tuple[str, ...], np.ndarray, list[tuple[Any, ...]]]]:
+def _event_groups_by_row(batch: pd.DataFrame, import_id: int | None) -> list[EventGroup]:
     """:func:`_event_groups` in plain Python, for small batches: the same groups, columns and
     values (ints through float64 as there; tests/test_store_groups.py compares the two)."""
     n = len(batch)
@@ -262,11 +316,10 @@ def _event_groups_by_row(batch: pd.DataFrame, import_id: int | None
         if import_id is not None:
             names.append("import_id")
             extra.append([import_id] * len(rows))
-        out = []
-        for k, i in enumerate(rows):
-            row = [None if _missing(values[c][i]) else convert(c, values[c][i]) for c in used]
-            out.append((*row, *(e[k] for e in extra)))
-        groups.append((tuple(names), np.asarray(rows, dtype=np.int64), out))
+        columns = [list(rows)]
+        columns += [[None if _missing(values[c][i]) else convert(c, values[c][i]) for i in rows]
+                    for c in used]
+        groups.append((tuple(names), columns + extra))
     return groups
 
 
@@ -366,9 +419,7 @@ class EventStore(ABC):
         """Store a batch of clean events (columns ``EVENT_COLUMNS``, ``event_id`` filled) and its
         rejected rows, all in one transaction. Already-stored events are skipped."""
         total = len(batch)
-        ids = batch["event_id"].to_numpy() if total else None
-        if ids is not None and len(set(ids.tolist())) < total:  # (pandas' duplicated(): ~0.4 ms)
-            batch = batch.drop_duplicates("event_id")
+        batch = _unique_events(batch)
         with self.transaction() as cur:
             inserted = self._insert_events(cur, batch, import_id) if total else 0
             self._insert_quarantine(cur, quarantine, import_id)
@@ -377,17 +428,8 @@ class EventStore(ABC):
     def _insert_quarantine(
         self, cur: Any, rows: Sequence[QuarantineRow], import_id: int | None
     ) -> None:
-        if not rows:
-            return
-        now = _now_ms()
-        cur.executemany(
-            self._q(
-                "INSERT INTO quarantine (import_id, kind, source, line, reason, detail, raw, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (kind, source, line, reason) DO NOTHING"
-            ),
-            [(import_id, r.kind, r.source, r.line, r.reason, r.detail, r.raw, now) for r in rows],
-        )
+        if rows:
+            cur.executemany(self._q(QUARANTINE_SQL), _quarantine_rows(rows, import_id))
 
     def upsert_items(
         self, items: pd.DataFrame, quarantine: Sequence[QuarantineRow] = (),
@@ -639,12 +681,7 @@ class SQLiteStore(EventStore):
     def _connect(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level="DEFERRED", timeout=30.0,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA cache_size=-65536")
+            conn = connect(self.path)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open SQLite store at {self.path}: {exc}") from exc
         return conn
@@ -713,18 +750,16 @@ class SQLiteStore(EventStore):
                        import_id: int | None) -> int:
         # Rows are inserted in groups of the same filled columns (a view binds 6 values, not
         # 12), with explicit seq numbers so the batch keeps its order for equal timestamps.
-        base = cur.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0] + 1
-        before = self._conn.total_changes
-        for cols, positions, rows in _event_groups(batch, import_id):
-            seqs = (positions + base).tolist()
-            # ON CONFLICT (not INSERT OR IGNORE): only a repeated event_id is skipped; any
-            # other constraint violation fails the whole batch instead of dropping a row.
-            cur.executemany(
-                f"INSERT INTO events (seq, {', '.join(cols)}) "
-                f"VALUES (?, {', '.join('?' * len(cols))}) ON CONFLICT (event_id) DO NOTHING",
-                [(q, *r) for q, r in zip(seqs, rows, strict=True)],
-            )
-        return self._conn.total_changes - before
+        return insert_event_groups(self._conn, _event_groups(batch, import_id))
+
+    def prepare_events(self, batch: pd.DataFrame, import_id: int | None = None,
+                       quarantine: Sequence[QuarantineRow] = ()) -> PreparedEvents:
+        """What :meth:`write_events` would bind for this batch, for a writer process
+        (:class:`tansuo.data.sqlite_writer.WriterProcess`) to write in one transaction."""
+        total = len(batch)
+        batch = _unique_events(batch)
+        return PreparedEvents(_event_groups(batch, import_id) if len(batch) else [], total,
+                              _quarantine_rows(quarantine, import_id))
 
 
 class PostgresStore(EventStore):
