@@ -81,11 +81,17 @@ def test_a_failing_batch_is_raised_in_the_parent_and_not_stored(tmp_path: Path) 
 def test_a_dead_child_is_a_clear_error(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     child = WriterProcess(store.path)
+    child.ready()
     child._proc.kill()
     with pytest.raises(StoreError, match="writer process exited .*running the import again"):
         child.submit(store.prepare_events(_batch(50_000)))
         child.result()
     child.close()
+    unborn = WriterProcess(store.path)
+    unborn._proc.kill()
+    with pytest.raises(StoreError, match="writer process did not start"):
+        unborn.submit(store.prepare_events(_batch(10)))
+    unborn.close()
 
 
 def _csv(path: Path, n: int, boom_at: int | None = None) -> None:
@@ -127,3 +133,17 @@ def test_a_batch_failing_in_the_child_fails_the_import_after_whole_chunks(
     ends = np.cumsum(sizes)
     assert store.count_events() == ends[ends <= 2_500][-1]  # the chunks before the failing one
     assert store._fetchall("SELECT status FROM imports") == [("failed",)]
+
+
+def test_a_writer_process_that_cannot_start_hands_over_to_a_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(WriterProcess, "module", "tansuo.data.no_such_writer")
+    _csv(tmp_path / "e.csv", 3_000)
+    store = SQLiteStore(tmp_path / "s.db")
+    with caplog.at_level("WARNING", logger="tansuo.data"):
+        report = import_events(store, tmp_path / "e.csv",
+                               ImportOptions(chunk_size=1_000, progress=False))
+    assert report.accepted == 3_000 and store.count_events() == 3_000
+    assert "writer process did not start" in caplog.text
+    assert "writing from a thread" in caplog.text

@@ -7,6 +7,7 @@ chunk, and re-running it completes the job (stored events are recognised by id a
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 import time
@@ -34,8 +35,8 @@ from tansuo.data.formats import (
 )
 from tansuo.data.row_cleaning import ROW_PATH_MAX, clean_rows
 from tansuo.data.sqlite_writer import PreparedEvents, WriterProcess
-from tansuo.data.store import EventStore, SQLiteStore, WriteResult
-from tansuo.errors import UnreadableSourceError
+from tansuo.data.store import EventStore, QuarantineRow, SQLiteStore, WriteResult
+from tansuo.errors import StoreError, UnreadableSourceError
 from tansuo.privacy.policy import PrivacyPolicy, check_store_key
 
 __all__ = ["ImportOptions", "ImportReport", "import_events", "import_items", "import_frame"]
@@ -202,6 +203,10 @@ def _find_bots(chunks: Iterable[RawChunk], cleaner: EventCleaner, source: str,
     return set(counts[counts > limit].index.get_level_values(0))
 
 
+#: A batch as ``store.write_events`` takes it: clean events, import id, quarantined rows.
+_Batch = tuple[pd.DataFrame, int | None, list[QuarantineRow]]
+
+
 class _ThreadWriter:
     """Writes each batch with ``store.write_events`` on one writer thread (the store's
     connection is used by that thread alone until the import ends)."""
@@ -211,10 +216,10 @@ class _ThreadWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tansuo-writer")
         self._pending: Future[WriteResult] | None = None
 
-    def prepare(self, clean: CleanChunk, import_id: int | None) -> Any:
+    def prepare(self, clean: CleanChunk, import_id: int | None) -> _Batch:
         return clean.frame, import_id, clean.rejects
 
-    def submit(self, prepared: Any) -> None:
+    def submit(self, prepared: _Batch) -> None:
         self._pending = self._pool.submit(self._store.write_events, *prepared)
 
     def result(self) -> WriteResult:
@@ -228,26 +233,46 @@ class _ThreadWriter:
 
 class _ProcessWriter:
     """Writes each batch in a child process (:mod:`tansuo.data.sqlite_writer`): the batch is
-    grouped into rows here, and bound and committed there, on the other core."""
+    grouped into columns here, and bound and committed there, on the other core. A child
+    that cannot start (it has nothing written yet) hands the import to a writer thread."""
 
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
         self._child = WriterProcess(store.path)
+        self._thread: _ThreadWriter | None = None
         self._total = 0
 
-    def prepare(self, clean: CleanChunk, import_id: int | None) -> PreparedEvents:
+    def prepare(self, clean: CleanChunk, import_id: int | None) -> PreparedEvents | _Batch:
+        if self._thread is None:
+            try:
+                self._child.ready()  # started during the bot scan: no wait as a rule
+            except StoreError as exc:
+                logging.getLogger("tansuo.data").warning(
+                    "%s: writing from a thread of the importing process instead", exc)
+                self._child.close()
+                self._thread = _ThreadWriter(self._store)
+        if self._thread is not None:
+            return self._thread.prepare(clean, import_id)
         return self._store.prepare_events(clean.frame, import_id, clean.rejects)
 
-    def submit(self, prepared: PreparedEvents) -> None:
+    def submit(self, prepared: PreparedEvents | _Batch) -> None:
+        if not isinstance(prepared, PreparedEvents):
+            assert self._thread is not None
+            self._thread.submit(prepared)
+            return
         self._total = prepared.total
         self._child.submit(prepared)
 
     def result(self) -> WriteResult:
+        if self._thread is not None:
+            return self._thread.result()
         inserted = self._child.result()
         return WriteResult(inserted=inserted, duplicates=self._total - inserted)
 
     def close(self) -> None:
         self._child.close()
+        if self._thread is not None:
+            self._thread.close()
 
 
 def _writer(store: EventStore, separate_process: bool) -> _ThreadWriter | _ProcessWriter:

@@ -149,14 +149,31 @@ class WriterProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tansuo.data.sqlite_writer", str(path), str(os.getpid())],
+            [sys.executable, "-m", self.module, str(path), str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         )
         self._pending = False
+        self._ready = False
+
+    #: The module the child runs (a test points it elsewhere to see a child fail to start).
+    module = "tansuo.data.sqlite_writer"
+
+    def ready(self) -> None:
+        """Wait until the child has opened the store; StoreError when it could not start."""
+        if self._ready:
+            return
+        assert self._proc.stdout is not None
+        try:
+            status, _ = _load(self._proc.stdout)
+        except (EOFError, pickle.UnpicklingError, OSError) as exc:
+            raise StoreError(f"the SQLite writer process did not start (exit status "
+                             f"{self._proc.wait()}; its error is above)") from exc
+        self._ready = status == "ready"
 
     def submit(self, batch: PreparedEvents) -> None:
         if self._pending:
             raise RuntimeError("the previous batch's result was not read")
+        self.ready()
         assert self._proc.stdin is not None
         try:
             _dump(batch, self._proc.stdin)
@@ -217,6 +234,7 @@ def _die_with_parent(parent: int) -> None:
 
 def _serve(path: str, stdin: IO[bytes], stdout: IO[bytes]) -> None:
     conn = connect(path)
+    _dump(("ready", None), stdout)
     try:
         while True:
             try:
