@@ -5,9 +5,9 @@ on the GIL: the ``sqlite3`` module releases it for each row's insert and must ta
 before binding the next row, which it rarely gets while the cleaning thread runs Python
 code, so a writer thread barely overlaps with cleaning. :class:`WriterProcess` runs the
 writes in a child process on the other core instead. The child imports only the standard
-library (it starts in tens of milliseconds), receives each batch already grouped into rows
-(:class:`PreparedEvents`, pickled without a memo: ~20 ms per 100,000 events), commits it in
-one transaction as the store itself would, and dies with its parent (``PR_SET_PDEATHSIG`` on
+library (it starts in tens of milliseconds), receives each batch already grouped into
+columns (:class:`PreparedEvents`, pickled without a memo: ~20 ms per 100,000 events), commits
+it in one transaction as the store itself would, and dies with its parent (``PR_SET_PDEATHSIG`` on
 Linux; elsewhere it stops at the end of its input), so a killed import leaves whole batches
 only, as with a writer thread.
 
