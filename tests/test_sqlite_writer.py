@@ -147,3 +147,12 @@ def test_a_writer_process_that_cannot_start_hands_over_to_a_thread(
     assert report.accepted == 3_000 and store.count_events() == 3_000
     assert "writer process did not start" in caplog.text
     assert "writing from a thread" in caplog.text
+
+
+def test_an_in_memory_store_is_written_in_process(tmp_path: Path) -> None:
+    _csv(tmp_path / "e.csv", 3_000)
+    store = SQLiteStore(":memory:")
+    report = import_events(store, tmp_path / "e.csv", ImportOptions(chunk_size=1_000,
+                                                                    progress=False))
+    assert report.accepted == 3_000 and store.count_events() == 3_000
+    assert not (Path.cwd() / ":memory:").exists()

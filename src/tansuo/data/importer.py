@@ -276,7 +276,8 @@ class _ProcessWriter:
 
 
 def _writer(store: EventStore, separate_process: bool) -> _ThreadWriter | _ProcessWriter:
-    if separate_process and isinstance(store, SQLiteStore):
+    # only a store in a file can be opened by another process (":memory:" is this one's)
+    if separate_process and isinstance(store, SQLiteStore) and store.path.is_file():
         return _ProcessWriter(store)
     return _ThreadWriter(store)
 
