@@ -118,8 +118,12 @@ def _arrow_text(values: pd.Series) -> pa.Array:
 
 def _text(series: pd.Series) -> pd.Series:
     """Strings stripped; empty → None; integral floats lose their '.0' (ids from JSON)."""
-    return pd.Series(_arrow_text(series).to_numpy(zero_copy_only=False), index=series.index,
-                     dtype=object)
+    return _objects(_arrow_text(series), series.index)
+
+
+def _objects(arr: pa.Array, index: pd.Index | None = None) -> pd.Series:
+    """An Arrow text array as a pandas Series of Python strings (None for nulls)."""
+    return pd.Series(arr.to_numpy(zero_copy_only=False), index=index, dtype=object)
 
 
 def _text_slow(series: pd.Series) -> pd.Series:
@@ -348,10 +352,6 @@ def _checked_texts(rj: _Rejector, cols: Mapping[str, pd.Series], fields: tuple[s
                   f"field '{name}' contains a NUL (0x00) character")
         out[name] = arr
     return out
-
-
-def _objects(arr: pa.Array) -> pd.Series:
-    return pd.Series(arr.to_numpy(zero_copy_only=False), dtype=object)
 
 
 def _reader_rejects(kind: Kind, source: str, chunk: RawChunk) -> list[QuarantineRow]:
@@ -748,7 +748,8 @@ class ItemCleaner:
             frame, ITEM_COLUMNS, fmt, "items", column_map, {}, ("item_id",), source,
         ).items()}
         rj = _Rejector(len(frame))
-        texts = {k: _objects(v) for k, v in _checked_texts(rj, cols, _ITEM_TEXT_FIELDS).items()}
+        texts = {k: _objects(v, cols[k].index)
+                 for k, v in _checked_texts(rj, cols, _ITEM_TEXT_FIELDS).items()}
         item = texts["item_id"]
         rj.reject(item.isna().to_numpy(), "missing_item_id", "field 'item_id' is empty")
         price_s = _text(cols["price"])

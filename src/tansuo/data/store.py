@@ -156,17 +156,7 @@ _ROW_GROUPING_MAX = 256
 
 def _none_if_nan(values: pd.Series, kind: str) -> list[Any]:
     """A column as a Python list with None for missing values, ints as ints."""
-    mask = values.isna().to_numpy()
-    if kind == "int":
-        arr = values.to_numpy(dtype="float64", na_value=np.nan)
-        out: list[Any] = np.where(mask, 0, arr).astype(np.int64).tolist()
-    elif kind == "float":
-        out = values.to_numpy(dtype="float64", na_value=np.nan).tolist()
-    else:
-        out = values.astype(object).tolist()
-    if mask.any():
-        for i in np.flatnonzero(mask).tolist():
-            out[i] = None
+    out: list[Any] = _object_column(values, kind).tolist()
     return out
 
 
@@ -230,7 +220,7 @@ def _event_groups(batch: pd.DataFrame, import_id: int | None) -> list[EventGroup
 
 def _object_column(values: pd.Series, kind: str) -> np.ndarray:
     """A column as an object array of Python values to bind: None where missing, ints as
-    ints (the vectorised form of :func:`_none_if_nan`)."""
+    ints."""
     mask = values.isna().to_numpy()
     if kind == "int":
         arr = values.to_numpy(dtype="float64", na_value=np.nan)
