@@ -156,3 +156,82 @@ def test_an_in_memory_store_is_written_in_process(tmp_path: Path) -> None:
                                                                     progress=False))
     assert report.accepted == 3_000 and store.count_events() == 3_000
     assert not (Path.cwd() / ":memory:").exists()
+
+
+def _messy_csv(path: Path, n: int) -> None:
+    """Good rows, malformed lines (cut by the reader), bad values and a bot user."""
+    lines = ["user_id,item_id,type,timestamp"]
+    for i in range(n):
+        if i % 97 == 13:
+            lines.append(f"u{i % 40},i{i % 31},view")  # a field short: the reader rejects it
+        elif i % 89 == 7:
+            lines.append(f"u{i % 40},i{i % 31},view,not a time")
+        elif i % 5 == 0:
+            lines.append(f"bot,i{i % 31},click,{1767225600000 + i}")  # hundreds per minute
+        else:
+            lines.append(f"u{i % 40},i{i % 31},view,{1767225600000 + i * 1000}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_bulk_import_in_growing_pieces_stores_what_whole_chunks_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _messy_csv(tmp_path / "e.csv", 6_000)
+    opts = ImportOptions(chunk_size=1_000, progress=False)
+    pieces: list[int] = []
+    real = importer._ramped
+
+    def ramped(chunks, first, cap):
+        assert (first, cap) == (150, 1_000)
+        for piece in real(chunks, first, cap):
+            pieces.append(len(piece.frame) + len(piece.rejects))
+            yield piece
+    monkeypatch.setattr(importer, "_FIRST_PIECE", 150)
+    monkeypatch.setattr(importer, "_ramped", ramped)
+    child = SQLiteStore(tmp_path / "child.db")
+    got = import_events(child, tmp_path / "e.csv", opts)
+    monkeypatch.setattr(importer, "_writer", lambda store, separate: importer._ThreadWriter(store))
+    thread = SQLiteStore(tmp_path / "thread.db")
+    want = import_events(thread, tmp_path / "e.csv", opts)
+    assert pieces[0] < 200 and len(pieces) > 2 * 7  # cut in both passes, small first
+    assert got.bot_users == want.bot_users == ["bot"]
+    for key in ("accepted", "duplicates", "rejected", "rejected_by_reason"):
+        assert getattr(got, key) == getattr(want, key), key
+    assert got.rejected_by_reason["malformed_row"] > 0 and got.accepted > 4_000
+
+    def stored(path: Path) -> tuple[list[tuple], list[tuple]]:
+        with sqlite3.connect(path) as conn:
+            events = conn.execute(f"SELECT {COLUMNS.replace('seq, ', '')} FROM events "
+                                  "ORDER BY seq").fetchall()
+            quarantine = conn.execute("SELECT line, reason, detail, raw FROM quarantine "
+                                      "ORDER BY line, reason").fetchall()
+        return [e[:-1] for e in events], quarantine
+    assert stored(child.path) == stored(thread.path)
+
+
+def test_ramped_pieces_grow_and_keep_every_row_and_reject_once() -> None:
+    from tansuo.data.formats import RawChunk, RawReject
+
+    def chunk(first_line: int, n: int) -> RawChunk:
+        lines = [first_line + 2 * i for i in range(n)]  # a reject may sit between rows
+        rejects = [RawReject(line + 1, "malformed_row", "short", "x") for line in lines[::9]]
+        rejects.append(RawReject(first_line - 1, "malformed_row", "short", "before"))
+        return RawChunk(pd.DataFrame({"v": range(first_line, first_line + n)}), lines, rejects)
+
+    chunks = [chunk(2, 1_000), chunk(3_000, 1_000), chunk(6_000, 400)]
+    pieces = list(importer._ramped(iter(chunks), 100, 1_000))
+    sizes = [len(p.frame) for p in pieces]
+    assert sizes[:4] == [100, 125, 156, 195]  # a quarter more each time
+    assert max(sizes) <= 1_000 and pieces[-1] is chunks[-1]  # then whole chunks
+    assert all(len(p.frame) >= 25 for p in pieces)  # no slivers
+    for p in pieces:
+        assert list(p.frame.index) == list(range(len(p.frame)))
+        assert len(p.lines) == len(p.frame)
+    assert pd.concat([p.frame for p in pieces], ignore_index=True).equals(
+        pd.concat([c.frame for c in chunks], ignore_index=True))
+    assert [x for p in pieces for x in p.lines] == [x for c in chunks for x in c.lines]
+    got = sorted((r.line, r.raw) for p in pieces for r in p.rejects)
+    assert got == sorted((r.line, r.raw) for c in chunks for r in c.rejects)
+    previous = -1
+    for p in pieces:  # a reject travels with the rows after it (a chunk's tail: before it)
+        assert all(previous < r.line <= p.lines[-1] + 1 for r in p.rejects)
+        previous = p.lines[-1]

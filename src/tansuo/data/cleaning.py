@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -530,8 +530,8 @@ class EventCleaner:
         # Text stays in Arrow until the kept rows are taken out as Python strings: masks and
         # set lookups run in C, and rejected rows are never converted.
         chunk = self.protected(chunk)
-        raw = chunk.frame.reset_index(drop=True)
-        cols = {k: v.reset_index(drop=True) for k, v in self.columns(chunk, source).items()}
+        raw = _zero_based(chunk.frame)
+        cols = {k: _zero_based(v) for k, v in self.columns(chunk, source).items()}
         n = len(raw)
         rj = _Rejector(n)
         texts = _checked_texts(rj, cols, _EVENT_TEXT_FIELDS)
@@ -611,7 +611,7 @@ class EventCleaner:
         def strings(arr: pa.Array) -> np.ndarray:
             return pc.filter(arr, kept).to_numpy(zero_copy_only=False)
 
-        out = pd.DataFrame({
+        out = pd.DataFrame({  # copy=False: fresh arrays, and no copying into 2-D blocks
             "user_id": strings(user),
             "item_id": strings(item),
             "type": strings(typ),
@@ -624,7 +624,7 @@ class EventCleaner:
             "text": strings(texts["text"]),
             "request_id": strings(texts["request_id"]),
             "position": numeric["position"][keep],
-        })
+        }, copy=False)
         given_ids = pc.filter(texts["event_id"], kept)
         out.insert(0, "event_id", _event_ids(out, given_ids, {
             c: pc.filter(a, kept) for c, a in (("user_id", user), ("item_id", item),
@@ -648,6 +648,17 @@ class EventCleaner:
             cached = (values, len(values), pa.array(sorted(values), type=pa.string()))
             self._value_sets[name] = cached
         return cached[2]
+
+
+_Indexed = TypeVar("_Indexed", pd.DataFrame, pd.Series)
+
+
+def _zero_based(obj: _Indexed) -> _Indexed:
+    """``obj`` indexed 0..n-1; copied (by ``reset_index``) only when it is not already."""
+    idx = obj.index
+    if isinstance(idx, pd.RangeIndex) and idx.start == 0 and idx.step == 1:
+        return obj
+    return obj.reset_index(drop=True)
 
 
 def _null_mask(arr: pa.Array) -> np.ndarray:
@@ -684,14 +695,14 @@ _TS_NIBBLES = np.arange(40, -1, -4, dtype=np.int64)  # the 11 hex digits of a ma
 
 
 def _event_ids(frame: pd.DataFrame, given: pa.Array, texts: Mapping[str, pa.Array]
-               ) -> list[str]:
+               ) -> np.ndarray | list[str]:
     """Given ids, or ids derived exactly as :func:`derive_event_id` does: the key joined by
     Arrow from the frame's text columns (``texts``, as Arrow arrays) and numbers, one BLAKE2b
     digest per row (no vectorised BLAKE2b exists), and the text
     ``d:<11 hex digits of the time><32 hex digits of the digest>`` assembled in numpy."""
     n = len(frame)
     if not n:
-        return []
+        return []  # (as the row path makes an empty frame's column)
     parts = [texts["user_id"], texts["item_id"], texts["type"],
              pc.cast(pa.array(frame["timestamp"].to_numpy()), pa.string()),
              texts["query"], texts["request_id"]]
@@ -700,19 +711,26 @@ def _event_ids(frame: pd.DataFrame, given: pa.Array, texts: Mapping[str, pa.Arra
                                   mask=np.isnan(pos)), pa.string()))
     keys = pc.binary_join_element_wise(*parts, "\x1f", null_handling="replace",
                                        null_replacement="")
-    blake = hashlib.blake2b
-    digests = b"".join([blake(k, digest_size=16).digest()
-                        for k in pc.cast(keys, pa.binary()).to_pylist()])
+    # copying a fresh 16-byte hasher costs less than making one (no keyword parsing): ~30%
+    # less than ``blake2b(k, digest_size=16).digest()`` per row, the same digests
+    fresh = hashlib.blake2b(digest_size=16).copy
+    digests: list[bytes] = []
+    for k in pc.cast(keys, pa.binary()).to_pylist():
+        h = fresh()
+        h.update(k)
+        digests.append(h.digest())
     text = np.empty((n, 45), dtype=np.uint8)
     text[:, 0], text[:, 1] = ord("d"), ord(":")
     stamps = frame["timestamp"].to_numpy(dtype=np.int64) & _TS_MASK
     text[:, 2:13] = _HEX_DIGITS[(stamps[:, None] >> _TS_NIBBLES) & 0xF]
-    d = np.frombuffer(digests, dtype=np.uint8).reshape(n, 16)
+    d = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(n, 16)
     text[:, 13::2], text[:, 14::2] = _HEX_DIGITS[d >> 4], _HEX_DIGITS[d & 0xF]
-    derived: list[str] = text.view("S45").ravel().astype("U45").tolist()
-    if given.null_count < len(given):
-        return [g if g else i for g, i in zip(given.to_pylist(), derived, strict=True)]
-    return derived
+    # the rows as str objects through Arrow (a third of the cost of numpy's S45 -> U45)
+    derived = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(45), n, [None, pa.py_buffer(text)]).cast(pa.binary()).cast(pa.string())
+    if given.null_count < len(given):  # a given id wins where it is not empty
+        derived = pc.if_else(pc.fill_null(pc.not_equal(given, ""), False), given, derived)
+    return derived.to_numpy(zero_copy_only=False)
 
 
 @dataclass
@@ -731,7 +749,7 @@ class ItemCleaner:
     def clean(self, chunk: RawChunk, source: str) -> CleanChunk:
         from tansuo.data.formats import item_row_transform
 
-        raw = chunk.frame.reset_index(drop=True)
+        raw = _zero_based(chunk.frame)
         frame = raw
         lines = chunk.lines
         transform = item_row_transform(self.fmt)
@@ -744,7 +762,7 @@ class ItemCleaner:
                                  columns=list(ITEM_COLUMNS))
         if frame is not raw:  # already canonical columns: the source mapping no longer applies
             fmt, column_map = replace(self.fmt, columns={}), {}
-        cols = {k: v.reset_index(drop=True) for k, v in _resolve_columns(
+        cols = {k: _zero_based(v) for k, v in _resolve_columns(
             frame, ITEM_COLUMNS, fmt, "items", column_map, {}, ("item_id",), source,
         ).items()}
         rj = _Rejector(len(frame))

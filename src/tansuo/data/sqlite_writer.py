@@ -33,6 +33,7 @@ from tansuo.errors import StoreError  # standard library only, like this module
 
 __all__ = [
     "EventGroup",
+    "PAGE_SIZE",
     "PreparedEvents",
     "WriterProcess",
     "connect",
@@ -40,6 +41,9 @@ __all__ = [
     "write_prepared",
     "QUARANTINE_SQL",
 ]
+
+#: Page size of a newly created store file (see :func:`connect`).
+PAGE_SIZE = 16384
 
 QUARANTINE_SQL = (
     "INSERT INTO quarantine (import_id, kind, source, line, reason, detail, raw, created_at) "
@@ -68,6 +72,10 @@ def connect(path: str | Path) -> sqlite3.Connection:
     """A connection to the store's file as every Tansuo connection opens it (WAL mode)."""
     conn = sqlite3.connect(path, isolation_level="DEFERRED", timeout=30.0,
                            check_same_thread=False)
+    # A new file gets 16 KiB pages instead of SQLite's 4 KiB: a bulk import's inserts cost
+    # ~10% less CPU (benchmarks/bench_import.py), while small live batches cost the same
+    # (32 KiB pages made those slower). Without effect on an existing file.
+    conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")

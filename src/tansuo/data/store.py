@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -701,9 +702,30 @@ class SQLiteStore(EventStore):
             raise StoreError(f"{path} is not a Tansuo SQLite backup: {exc}") from exc
         self._synced = None
         try:
-            src.backup(self._conn)  # page by page into the open store, in one go
+            pages = src.execute("PRAGMA page_size").fetchone()[0]
+            own = self._conn.execute("PRAGMA page_size").fetchone()[0]
+            if pages == own:
+                src.backup(self._conn)  # page by page into the open store, in one go
+            else:
+                self._restore_resized(src, own)
         finally:
             src.close()
+
+    def _restore_resized(self, src: sqlite3.Connection, page_size: int) -> None:
+        """Restore a backup whose page size differs from this store's (a store made before
+        stores got 16 KiB pages, or after): the backup API cannot change the page size of a
+        database in WAL mode, so a copy is rebuilt with this store's page size first."""
+        where = self.path.parent if self.path.is_file() else None
+        with tempfile.TemporaryDirectory(dir=where, prefix=".tansuo-restore-") as tmp:
+            copy = sqlite3.connect(Path(tmp) / "resized.db")
+            try:
+                src.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")  # VACUUM resizes only then
+                copy.execute(f"PRAGMA page_size={page_size}")
+                copy.execute("VACUUM")
+                copy.backup(self._conn)
+            finally:
+                copy.close()
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
