@@ -73,8 +73,8 @@ def connect(path: str | Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level="DEFERRED", timeout=30.0,
                            check_same_thread=False)
     # A new file gets 16 KiB pages instead of SQLite's 4 KiB: a bulk import's inserts cost
-    # ~10% less CPU (benchmarks/bench_import.py), while small live batches cost the same
-    # (32 KiB pages made those slower). Without effect on an existing file.
+    # ~5-10% less CPU (docs/benchmarks.md, "Data import"), while small live batches cost the
+    # same (32 KiB pages made those slower). Without effect on an existing file.
     conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
