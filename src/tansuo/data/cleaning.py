@@ -607,29 +607,27 @@ class EventCleaner:
         rejects.sort(key=lambda r: r.line)
         keep = rj.alive.copy()
         kept = pa.array(keep)
+        # the kept rows of each text field, filtered once: for the frame and the derived ids
+        kept_texts = {name: pc.filter(arr, kept) for name, arr in {**texts, "type": typ}.items()}
 
-        def strings(arr: pa.Array) -> np.ndarray:
-            return pc.filter(arr, kept).to_numpy(zero_copy_only=False)
+        def strings(name: str) -> np.ndarray:
+            return kept_texts[name].to_numpy(zero_copy_only=False)
 
         out = pd.DataFrame({  # copy=False: fresh arrays, and no copying into 2-D blocks
-            "user_id": strings(user),
-            "item_id": strings(item),
-            "type": strings(typ),
+            "user_id": strings("user_id"),
+            "item_id": strings("item_id"),
+            "type": strings("type"),
             "timestamp": np.round(ts[keep]).astype("int64"),
             "dwell_seconds": numeric["dwell_seconds"][keep],
-            "query": strings(query),
+            "query": strings("query"),
             "quantity": numeric["quantity"][keep],
             "amount": numeric["amount"][keep],
             "rating": numeric["rating"][keep],
-            "text": strings(texts["text"]),
-            "request_id": strings(texts["request_id"]),
+            "text": strings("text"),
+            "request_id": strings("request_id"),
             "position": numeric["position"][keep],
         }, copy=False)
-        given_ids = pc.filter(texts["event_id"], kept)
-        out.insert(0, "event_id", _event_ids(out, given_ids, {
-            c: pc.filter(a, kept) for c, a in (("user_id", user), ("item_id", item),
-                                               ("type", typ), ("query", query),
-                                               ("request_id", texts["request_id"]))}))
+        out.insert(0, "event_id", _event_ids(out, kept_texts["event_id"], kept_texts))
         if self.privacy is not None and self.privacy.pseudonymizer is not None:
             out["key_id"] = self.privacy.pseudonymizer.key_id
         flagged = unknown[keep]
