@@ -104,6 +104,18 @@ def test_exploration_joins_served_slates_with_clicks(shop):
     assert logged["low"] <= logged["value"] <= logged["high"] and logged["value"] > 0
 
 
+def test_exploration_skips_empty_slates(shop):
+    # a filter nothing matches serves (and logs) an empty slate; its policy shows nothing
+    r = _get(shop, "/v1/users/u2/recommendations", category="Nowhere", strategy="item-ts",
+             explore=0.35)
+    assert r.status_code == 200 and r.json()["items"] == []
+    shop["insights"].invalidate()
+    doc = _get(shop, "/v1/insights/exploration")
+    assert doc.status_code == 200, doc.text
+    assert "item-ts (explore 0.35)" not in {s["policy"] for s in doc.json()["series"]}
+    assert all(0 <= c <= 1 for s in doc.json()["series"] for c in s["ctr"])
+
+
 def test_evaluation_report_is_served_once_written(shop):
     assert _get(shop, "/v1/insights/evaluation").json() == {"report": None}
     run(shop["home"], "evaluate", "--models", "pop", "--k", "5")

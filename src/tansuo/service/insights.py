@@ -395,6 +395,8 @@ class Insights:
             hits[key] += sum((rid, p) in clicked for p in range(n))
         series: dict[str, dict[str, list[Any]]] = {}
         for (policy, start) in sorted(shown, key=lambda x: x[1]):
+            if not shown[(policy, start)]:
+                continue  # only empty slates (everything filtered out): no click-through
             s = series.setdefault(policy, {"times": [], "ctr": [], "shown": [], "clicks": []})
             s["times"].append(iso_utc(start))
             s["shown"].append(shown[(policy, start)])
