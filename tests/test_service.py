@@ -564,3 +564,59 @@ def test_a_retention_purge_leaves_running_profiles_and_keeps_the_model(tmp_path)
     assert len(engine.history["u10"]) == 12 and engine.model_version == version
     assert len(engine.recommend("u10", k=3).items) == 3
     engine.close()
+
+
+def test_plain_requests_take_the_fast_path_and_get_the_fastapi_routes_answers(service,
+                                                                                monkeypatch):
+    """The fast path (tansuo.service.fast_path) passes the engine what the FastAPI route
+    would, and everything else still gets the FastAPI route's answers: a repeated unknown
+    parameter (``zz``, ignored by FastAPI) sends the same request down the FastAPI route."""
+    from fastapi.testclient import TestClient
+
+    from tansuo.service.engine import Recommendation
+
+    calls: list[tuple] = []
+
+    def recommend(*args):
+        calls.append(args)
+        return Recommendation("r", None, "greedy", 0.0, [])
+
+    monkeypatch.setattr(service["engine"], "recommend", recommend)
+    app = create_app(service["engine"])
+    route = app.router.routes[0]
+    client = TestClient(app)
+    h = _h(service, "read")
+    path = "/v1/users/u%201/recommendations"
+    for query in ["", "k=7", "k=200&explore=0.25&exclude_seen=false&strategy=greedy",
+                  "context=search%3Ared+shoes&category=Home+%3E+Baking&exclude=B0,B1",
+                  "explore=1.0&utm=x"]:
+        scope = {"type": "http", "method": "GET", "path": "/v1/users/u 1/recommendations",
+                 "root_path": "", "query_string": query.encode(), "headers": []}
+        assert route.matches(scope)[0].name == "FULL", query  # the fast path takes it
+        calls.clear()
+        fast = client.get(f"{path}?{query}", headers=h)
+        slow = client.get(f"{path}?{query}&zz=1&zz=1", headers=h)
+        assert fast.status_code == slow.status_code == 200, (query, fast.text, slow.text)
+        assert len(calls) == 2 and calls[0] == calls[1], (query, calls)
+        assert calls[0][0] == "u 1"
+    # the answers to requests the fast path leaves alone are the FastAPI route's
+    for query in ["k=0", "k=201", "explore=1.5", "strategy=bogus", "exclude_seen=maybe"]:
+        r = client.get(f"{path}?{query}", headers=h)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][0] == "query", query
+    assert client.get(f"{path}?k=010", headers=h).status_code == 200  # read by FastAPI
+    assert client.head(path, headers=h).status_code == 405
+    # auth errors come from the same check either way, with the same bodies
+    for headers in [{}, {"Authorization": "Bearer tsk_dead_beef"},
+                    _h(service, "ingest")]:
+        fast, slow = (client.get(f"{path}{q}", headers=headers) for q in ("", "?zz=1&zz=1"))
+        assert fast.status_code == slow.status_code and fast.status_code in (401, 403)
+        assert fast.json() == slow.json() and fast.headers.get("www-authenticate") == \
+            slow.headers.get("www-authenticate")
+    # an engine error (here: a context item not in the catalogue) keeps its body
+    monkeypatch.undo()
+    fast = client.get(f"{path}?context=item:nope", headers=h)
+    slow = client.get(f"{path}?context=item:nope&zz=1&zz=1", headers=h)
+    assert fast.status_code == slow.status_code == 404 and fast.json() == slow.json()
+    # fast-path requests are measured under the route's template like the others
+    metrics = client.get("/metrics").text
+    assert 'handler="/v1/users/{user_id}/recommendations"' in metrics

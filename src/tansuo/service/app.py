@@ -19,10 +19,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel, ConfigDict
 
+from tansuo.exploration.policy import STRATEGIES
 from tansuo.privacy.audit import AuditLog
 from tansuo.service.auth import AuthError, KeyStore, RateLimiter
 from tansuo.service.dashboard import add_dashboard
 from tansuo.service.engine import Engine, ServiceError
+from tansuo.service.fast_path import PlainRecommendationRoute
 from tansuo.service.insights import Insights
 
 __all__ = ["create_app"]
@@ -151,11 +153,14 @@ def create_app(engine: Engine) -> FastAPI:
 
     app.add_middleware(_SizeLimit, limit=settings.max_request_bytes)
 
+    def authorize(authorization: str | None, name: str) -> str:
+        record = keys.verify(authorization, name)
+        limiter.check(record.key_id)
+        return record.key_id
+
     def scope(name: str) -> Any:
         async def check(authorization: Annotated[str | None, Header()] = None) -> str:
-            record = keys.verify(authorization, name)
-            limiter.check(record.key_id)
-            return record.key_id
+            return authorize(authorization, name)
         return Depends(check)
 
     def _batch(n: int, what: str) -> None:
@@ -178,8 +183,25 @@ def create_app(engine: Engine) -> FastAPI:
         _batch(len(items), "items")
         return engine.upsert_items([i.model_dump(exclude_none=True) for i in items])
 
+    def answer(user_id: str, k: int, explore: float | None, context: str,
+               category: str | None, exclude: str | None, exclude_seen: bool,
+               strategy: str | None) -> Response:
+        rec = engine.recommend(user_id, k, explore, context, category,
+                               [x for x in (exclude or "").split(",") if x], exclude_seen,
+                               strategy)
+        served = engine.counters["slots_served"]
+        if served:
+            explore_share.set(engine.counters["slots_explored"] / served)
+        # orjson: the same JSON as JSONResponse at a tenth of the encoding cost
+        return Response(orjson.dumps(rec.to_dict()), media_type="application/json")
+
     # The hot path runs on the event loop (no thread hop: the work is CPU-bound under one
-    # GIL anyway) and returns its JSON directly, skipping response-model validation.
+    # GIL anyway) and returns its JSON directly, skipping response-model validation. Plain
+    # requests take the route put in front of all others (fast_path.py), which skips FastAPI's
+    # parameter solving; this one documents the endpoint and answers the rest.
+    app.router.routes.insert(0, PlainRecommendationRoute(
+        "/v1/users/{user_id}/recommendations", lambda a: authorize(a, "read"), answer))
+
     @app.get("/v1/users/{user_id}/recommendations", tags=["read"],
              dependencies=[scope("read")], response_model=None)
     async def recommendations(
@@ -192,19 +214,11 @@ def create_app(engine: Engine) -> FastAPI:
         exclude: Annotated[str | None, Query(max_length=20_000,
                                              description="Comma-separated item ids")] = None,
         exclude_seen: bool = True,
-        strategy: Annotated[Literal["greedy", "epsilon", "interest-ts", "interest-ucb",
-                                    "item-ts"] | None, Query()] = None,
+        strategy: Annotated[Literal[STRATEGIES] | None, Query()] = None,  # type: ignore[valid-type]
     ) -> Response:
         """Explained recommendations: each item has a score, the probability the policy gave
         it (propensity) and a reason. An unknown user gets a trending, diversified slate."""
-        rec = engine.recommend(user_id, k, explore, context, category,
-                               [x for x in (exclude or "").split(",") if x], exclude_seen,
-                               strategy)
-        served = engine.counters["slots_served"]
-        if served:
-            explore_share.set(engine.counters["slots_explored"] / served)
-        # orjson: the same JSON as JSONResponse at a tenth of the encoding cost
-        return Response(orjson.dumps(rec.to_dict()), media_type="application/json")
+        return answer(user_id, k, explore, context, category, exclude, exclude_seen, strategy)
 
     @app.get("/v1/items/{item_id}/similar", tags=["read"], dependencies=[scope("read")])
     def similar(item_id: Annotated[str, Path(min_length=1, max_length=256)],
