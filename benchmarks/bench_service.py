@@ -8,9 +8,12 @@ and a docs block of its own), starts ``tansuo serve`` in a subprocess on a free 
 runs an open-loop load generator (aiohttp on uvloop, in this process, on the same 2 cores:
 its own CPU use and its send delay are part of the measurement): recommendation requests for
 random shoppers at ``--rate`` per second for ``--seconds``, while events stream in at
-``--events-rate`` per second (batches every 100 ms). Latency is measured at the client from
-the scheduled send time (so queueing counts). Then HTTP ingestion throughput: batches of 1,000
-events posted back to back.
+``--events-rate`` per second (batches every 100 ms), sent in turn by ``--clients`` independent
+clients (32 by default: many shoppers' requests arrive over many connections; one client's
+few keep-alive connections left ~80-90% of the requests to one of the two workers, as each
+connection stays with the worker that accepted it). Latency is measured at the client from
+the scheduled send time (so queueing counts); the block reports the busiest worker's share
+of the requests. Then HTTP ingestion throughput: batches of 1,000 events posted back to back.
 
 Targets: recommendations p50 ≤ 5 ms and p99 ≤ 25 ms at 200 requests/s for 60 s with zero
 errors while events stream at 500/s; HTTP ingestion ≥ 5,000 events/s.
@@ -28,6 +31,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -75,66 +79,156 @@ def setup(model: str) -> str:
     return key_file.read_text().strip()
 
 
+class _RawClient:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams, for GET and JSON POST with
+    ``Content-Length`` responses (all the service sends): it parses the status line and the
+    headers, and reads the body. Its per-request overhead is a fraction of aiohttp's, and it
+    counts in every latency (as wrk's would); ``--client aiohttp`` measures with aiohttp."""
+
+    def __init__(self, url: str, key: str) -> None:
+        host, _, port = url.removeprefix("http://").partition(":")
+        self.host, self.port = host, int(port)
+        self.head = f"Host: {url.removeprefix('http://')}\r\nAuthorization: Bearer {key}\r\n"
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        while self.idle:  # the most recently used first
+            reader, writer, used = self.idle.pop()
+            # uvicorn closes a connection idle for 5 s (--timeout-keep-alive)
+            if not reader.at_eof() and time.monotonic() - used < 4.0:
+                return reader, writer
+            writer.close()
+        return await asyncio.open_connection(self.host, self.port)
+
+    async def connect(self) -> None:
+        """Open a connection ahead of the first request."""
+        self.idle.append((*await asyncio.open_connection(self.host, self.port),
+                          time.monotonic()))
+
+    async def request(self, method: str, path: str, body: bytes = b""
+                      ) -> tuple[int, dict[bytes, bytes], bytes]:
+        reader, writer = await self._connection()
+        try:
+            extra = (f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                     if body else "")
+            writer.write(f"{method} {path} HTTP/1.1\r\n{self.head}{extra}\r\n".encode() + body)
+            lines = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+            status = int(lines[0].split(b" ", 2)[1])
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                if name:
+                    headers[name.strip().lower()] = value.strip()
+            data = await reader.readexactly(int(headers[b"content-length"]))
+        except BaseException:
+            writer.close()
+            raise
+        if headers.get(b"connection", b"").lower() == b"close":
+            writer.close()
+        else:
+            self.idle.append((reader, writer, time.monotonic()))
+        return status, headers, data
+
+    async def close(self) -> None:
+        for _, writer, _ in self.idle:
+            writer.close()
+
+
+class _AiohttpClient:
+    """The same requests through aiohttp (one connection pool per client)."""
+
+    def __init__(self, url: str, key: str) -> None:
+        import aiohttp
+
+        self.session = aiohttp.ClientSession(
+            url, headers={"Authorization": f"Bearer {key}"},
+            connector=aiohttp.TCPConnector(limit=200), timeout=aiohttp.ClientTimeout(total=10))
+
+    async def request(self, method: str, path: str, body: bytes = b""
+                      ) -> tuple[int, dict[bytes, bytes], bytes]:
+        kwargs = {"data": body, "headers": {"Content-Type": "application/json"}} if body else {}
+        async with self.session.request(method, path, **kwargs) as r:
+            data = await r.read()
+            return r.status, {k.lower().encode(): v.encode() for k, v in r.headers.items()}, data
+
+    async def connect(self) -> None:
+        """Nothing ahead: aiohttp opens connections as requests need them."""
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
 async def load(url: str, key: str, users: list[str], items: list[str], rate: float,
-               seconds: float, events_rate: float) -> dict:
+               seconds: float, events_rate: float, clients: int = 1, kind: str = "raw"
+               ) -> dict:
     """Open loop: every request and event batch is sent at its scheduled time whatever the
-    server's pace, over a pool of keep-alive connections (aiohttp: a lighter client than
-    httpx, so the generator leaves more of the 2 cores to the server)."""
+    server's pace, over keep-alive connections. ``clients`` independent clients (each its
+    own connections) take the requests in turn, as many shoppers' requests arrive over many
+    connections: the workers share a listening socket, and each connection stays with the
+    worker that accepted it. ``kind``: the HTTP client, ``raw`` (:class:`_RawClient`) or
+    ``aiohttp``."""
     import aiohttp
 
-    headers = {"Authorization": f"Bearer {key}"}
+    make = _RawClient if kind == "raw" else _AiohttpClient
+    failures = (TimeoutError, OSError, ValueError, KeyError, IndexError,
+                asyncio.IncompleteReadError, aiohttp.ClientError)
     rng = np.random.default_rng(0)
     latencies: list[float] = []
     lateness: list[float] = []  # how late the generator sent each request (its own timer)
     errors: list[str] = []
+    answered_by: Counter[bytes] = Counter()  # recommendations per worker (X-Tansuo-Worker)
     sent_events = 0
     cpu0 = time.process_time()
-    connector = aiohttp.TCPConnector(limit=200)
-    timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(url, headers=headers, connector=connector,
-                                     timeout=timeout) as client:
+    pool = [make(url, key) for _ in range(clients)]
+    try:
+        for client in pool:  # one after another, while the workers are idle
+            await client.connect()
         start = time.perf_counter()
 
-        async def one(at: float, user: str) -> None:
+        async def one(at: float, user: str, client: Any) -> None:
             await asyncio.sleep(max(0.0, at - (time.perf_counter() - start)))
             scheduled = start + at
             lateness.append(time.perf_counter() - scheduled)
             try:
-                async with client.get(f"/v1/users/{user}/recommendations",
-                                      params={"k": "10"}) as r:
-                    await r.read()
-                    if r.status != 200:
-                        errors.append(str(r.status))
-            except (TimeoutError, aiohttp.ClientError) as exc:
+                status, headers, body = await asyncio.wait_for(client.request(
+                    "GET", f"/v1/users/{user}/recommendations?k=10"), 10)
+                answered_by[headers.get(b"x-tansuo-worker", b"?")] += 1
+                if status != 200 or not body.startswith(b'{"request_id"'):
+                    errors.append(str(status))
+            except failures as exc:
                 errors.append(type(exc).__name__)
             latencies.append(time.perf_counter() - scheduled)
 
-        async def post_batch(at: float, n: int, size: int) -> None:
+        async def post_batch(at: float, n: int, size: int, client: Any) -> None:
             nonlocal sent_events
             await asyncio.sleep(max(0.0, at - (time.perf_counter() - start)))
             batch = [{"user_id": users[int(rng.integers(len(users)))],
                       "item_id": items[int(rng.integers(len(items)))], "type": "view",
                       "timestamp": T0 + n + j} for j in range(size)]
             try:
-                async with client.post("/v1/events", json=batch) as r:
-                    body = await r.json()
-                    if r.status != 200:
-                        errors.append(f"events {r.status}")
-                    else:
-                        sent_events += body["accepted"]
-            except (TimeoutError, aiohttp.ClientError) as exc:
+                status, _, body = await asyncio.wait_for(client.request(
+                    "POST", "/v1/events", json.dumps(batch).encode()), 10)
+                if status != 200:
+                    errors.append(f"events {status}")
+                else:
+                    sent_events += json.loads(body)["accepted"]
+            except failures as exc:
                 errors.append(f"events {type(exc).__name__}")
 
         # events on their own clock too: a batch every 100 ms whatever the server's pace
         per_batch = max(1, int(events_rate / 10))
-        batches = [post_batch(b / 10, b * per_batch, per_batch)
+        batches = [post_batch(b / 10, b * per_batch, per_batch, pool[b % clients])
                    for b in range(int(seconds * 10))] if events_rate > 0 else []
         count = int(rate * seconds)
         times = np.arange(count) / rate
         picks = rng.integers(len(users), size=count)
-        tasks = [one(float(t), users[int(u)]) for t, u in zip(times, picks, strict=True)]
+        tasks = [one(float(t), users[int(u)], pool[i % clients])
+                 for i, (t, u) in enumerate(zip(times, picks, strict=True))]
         await asyncio.gather(*batches, *tasks)
         wall = time.perf_counter() - start
+    finally:
+        for client in pool:
+            await client.close()
     lat = np.array(latencies) * 1000
     late = np.array(lateness) * 1000
     return {"requests": len(lat), "wall_s": wall, "achieved_rps": len(lat) / wall,
@@ -143,6 +237,8 @@ async def load(url: str, key: str, users: list[str], items: list[str], rate: flo
             "errors": len(errors), "error_kinds": sorted(set(errors))[:5],
             "events_streamed": sent_events, "events_per_s": sent_events / wall,
             "client_cpu_share": (time.process_time() - cpu0) / wall,
+            "busiest_worker_share": max(answered_by.values()) / max(1, len(lat)),
+            "workers_answering": len(answered_by),
             "late_p50_ms": float(np.percentile(late, 50)),
             "late_p99_ms": float(np.percentile(late, 99))}
 
@@ -215,6 +311,10 @@ def main() -> None:
                     help="tansuo serve --workers (2 = one per core)")
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
                     help="the load generator's event loop")
+    ap.add_argument("--clients", type=int, default=32,
+                    help="independent clients (connection pools) taking the requests in turn")
+    ap.add_argument("--client", choices=("raw", "aiohttp"), default="raw",
+                    help="the load generator's HTTP client")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     key = setup(args.model)
@@ -249,9 +349,10 @@ def main() -> None:
             time.sleep(0.05)
         version = httpx.get(f"{url}/v1/health").json()["model_version"]
         run, loop = _event_loop_runner(args.loop)
-        run(load(url, key, users, items, 20, 5, 0))  # warm-up
+        run(load(url, key, users, items, 20, 5, 0, args.clients, args.client))  # warm-up
         cpu0 = _cpu_seconds(server.pid)
-        result = run(load(url, key, users, items, args.rate, args.seconds, args.events_rate))
+        result = run(load(url, key, users, items, args.rate, args.seconds, args.events_rate,
+                          args.clients, args.client))
         cpu_ms = (_cpu_seconds(server.pid) - cpu0) / result["requests"] * 1000
         ingest = ingest_throughput(url, key, users, items)
     finally:
@@ -261,11 +362,14 @@ def main() -> None:
     text = "\n".join([
         "```", f".venv/bin/python benchmarks/bench_service.py --rate {args.rate:g} --seconds "
         f"{args.seconds:g} --events-rate {args.events_rate:g} --model {args.model} --workers "
-        f"{args.workers} --loop {loop}", "```", "",
+        f"{args.workers} --loop {loop} --clients {args.clients} --client {args.client}", "```",
+        "",
         f"`tansuo serve --workers {args.workers}` on the synthetic shop with `{version}` "
         "serving, default policy "
         "(interest-level Thompson sampling, explore 0.1, Monte-Carlo propensities); the load "
-        f"generator ({loop} event loop) runs on the same 2 cores.", "",
+        f"generator ({args.client} HTTP client, {loop} event loop, {args.clients} clients) "
+        "runs on the same 2 cores.",
+        "",
         "| measure | value | target |", "|---|---|---|",
         f"| recommendations sent / achieved rate | {result['requests']:,} / "
         f"{result['achieved_rps']:.0f} per s | 200 per s for 60 s |",
@@ -277,6 +381,8 @@ def main() -> None:
         f"({result['events_per_s']:.0f} per s) | 500 per s |",
         f"| server CPU per request (all workers and threads, incl. ingestion) | "
         f"{cpu_ms:.2f} ms | |",
+        f"| recommendations answered by the busiest worker | "
+        f"{result['busiest_worker_share']:.0%} ({result['workers_answering']} answered) | |",
         f"| load generator's own CPU | {result['client_cpu_share']:.0%} of a core | |",
         f"| load generator's send delay p50 / p99 (in the latencies) | "
         f"{result['late_p50_ms']:.2f} / {result['late_p99_ms']:.2f} ms | |",
