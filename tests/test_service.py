@@ -198,6 +198,29 @@ def test_events_change_the_next_recommendations(service):
     assert recs["items"][0]["reason"]["type"] == "interest"
 
 
+def test_every_batchs_rejected_rows_are_quarantined(service):
+    """Each API batch quarantines its own rejects (they used to share one source, so a
+    reject at the same position and for the same reason as an earlier batch's was dropped);
+    a retried identical batch adds none."""
+    from tansuo.data.store import open_store
+
+    url, h = service["url"], _h(service, "ingest")
+    batches = [[{"user_id": f"q{n}", "item_id": "R1", "type": "teleport",
+                 "timestamp": T0 + 70_000 + n}] for n in range(3)]
+    for batch in [*batches, batches[0]]:
+        r = httpx.post(f"{url}/v1/events", json=batch, headers=h)
+        assert r.status_code == 200 and r.json()["rejected"][0]["reason"] == "unknown_type"
+    items = [[{"item_id": "", "title": f"nameless {n}"}] for n in range(2)]
+    for batch in items:
+        assert httpx.put(f"{url}/v1/items", json=batch, headers=h).json()["rejected"]
+    with open_store(service["engine"].settings.resolved_database_url) as store:
+        raws = [raw for _, raw in store.quarantine_raw("events")]
+        item_raws = [raw for _, raw in store.quarantine_raw("items")]
+    for n in range(3):
+        assert sum(f'"q{n}"' in raw for raw in raws) == 1, (n, raws)
+    assert sum("nameless" in raw for raw in item_raws) == 2, item_raws
+
+
 def test_new_items_are_recommendable_at_once(service):
     url = service["url"]
     r = httpx.put(f"{url}/v1/items", json=[{"item_id": "B99", "title": "springform cake tin",

@@ -26,6 +26,7 @@ positions, propensities, model version) so logged clicks (events with ``request_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -259,7 +260,8 @@ class Engine:
         # each row's rejection, not a failed batch.
         with self.write_lock:
             try:
-                report = import_frame(self.store, events, "events", source="http",
+                report = import_frame(self.store, events, "events",
+                                      source=_batch_source(events),
                                       options=self._import_options, strict_columns=False)
             except TansuoError as exc:
                 raise ServiceError(422, str(exc), "events") from exc
@@ -314,7 +316,7 @@ class Engine:
         frame = _frame(items, ITEM_COLUMNS)
         with self.write_lock, self.lock:
             try:
-                report = import_frame(self.store, frame, "items", source="http")
+                report = import_frame(self.store, frame, "items", source=_batch_source(items))
             except TansuoError as exc:
                 raise ServiceError(422, str(exc), "items") from exc
             bad = {r["line"] - 1 for r in report.first_rejected}
@@ -783,6 +785,19 @@ def _co_purchases(users: np.ndarray, rows: np.ndarray, types: np.ndarray, ts: np
     m = sp.coo_matrix((np.ones(len(pairs_i)), (pairs_i, pairs_j)), shape=(n, n)).tocsr()
     m.sum_duplicates()
     return m.tolil()
+
+
+def _batch_source(rows: list[Any]) -> str:
+    """The source an API batch's rejected rows are quarantined under: ``http:`` and a digest
+    of the batch. The quarantine keeps one row per (source, line, reason), so with one
+    source for all batches it kept only the first batch's reject at each position and
+    dropped the others'; a retried identical batch still adds nothing."""
+    try:
+        data = orjson.dumps(rows, default=str, option=orjson.OPT_SORT_KEYS
+                            | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    except (orjson.JSONEncodeError, TypeError):  # e.g. an integer beyond 64 bits
+        data = repr(rows).encode()
+    return "http:" + hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def _titles(items: pd.DataFrame) -> dict[str, str]:
