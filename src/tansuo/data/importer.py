@@ -346,11 +346,14 @@ def _settle(writer: _ThreadWriter | _ProcessWriter, clean: CleanChunk, size: int
     bar.update(size)
 
 
-def _finish(store: EventStore, report: ImportReport, started: float) -> ImportReport:
-    """Close a successful import: its status, duration and report in the import log."""
+def _finish(store: EventStore, report: ImportReport, started: float, log: bool = True
+            ) -> ImportReport:
+    """Close a successful import: its status, duration and (``log``) report in the import
+    log."""
     report.status = "nothing_imported" if report.nothing_imported else "done"
     report.seconds = time.perf_counter() - started
-    store.finish_import(report.import_id, report.status, report.to_dict())
+    if log:
+        store.finish_import(report.import_id, report.status, report.to_dict())
     return report
 
 
@@ -450,14 +453,16 @@ def _to_pandas(data: Any) -> pd.DataFrame:
 
 def import_frame(
     store: EventStore, data: Any, kind: Kind = "events", source: str = "<frame>",
-    options: ImportOptions | None = None, strict_columns: bool = True,
+    options: ImportOptions | None = None, strict_columns: bool = True, log: bool = True,
 ) -> ImportReport:
     """Import in-memory rows (pandas, polars, Arrow or a list of dicts) with the same rules.
 
     Row numbers in the report are 1-based positions in ``data``. ``strict_columns``: a
     required event field that no row has fails the import (False: each row is rejected for
     it, as in a JSON-lines file). A list of up to ``ROW_PATH_MAX`` event dicts is cleaned row
-    by row (:mod:`tansuo.data.row_cleaning`), with identical results.
+    by row (:mod:`tansuo.data.row_cleaning`), with identical results. ``log``: record the
+    import in the store's import log (a row with its report); the service's API batches are
+    not (their answer carries the report), or the log would grow by a row per batch.
     """
     opts = options or ImportOptions()
     fmt = FORMATS["jsonl"] if opts.format == "auto" else FORMATS[opts.format]
@@ -466,7 +471,7 @@ def import_frame(
         check_store_key(store, opts.privacy.pseudonymizer if opts.privacy else None)
         cleaner = _frame_cleaner(store, opts, fmt, strict_columns)
         if isinstance(data, list) and len(data) <= ROW_PATH_MAX:
-            report = _import_rows(store, data, source, cleaner, opts)
+            report = _import_rows(store, data, source, cleaner, opts, log)
             if report is not None:
                 return report
     frame = _to_pandas(data).reset_index(drop=True)
@@ -474,7 +479,7 @@ def import_frame(
     chunk = RawChunk(frame, list(range(1, len(frame) + 1)))
     report = ImportReport(kind, source, fmt.name)
     started = time.perf_counter()
-    report.import_id = store.begin_import(kind, source, fmt.name)
+    report.import_id = store.begin_import(kind, source, fmt.name) if log else None
     if kind == "items":
         clean = ItemCleaner(fmt, dict(opts.column_map), opts.timezone).clean(chunk, source)
         report._add(clean, store.upsert_items(clean.frame, clean.rejects, report.import_id), 0,
@@ -491,7 +496,7 @@ def import_frame(
         clean = cleaner.clean(chunk, report.source)
         written = store.write_events(clean.frame, report.import_id, clean.rejects)
         report._add(clean, written.inserted, written.duplicates, len(frame) + len(chunk.rejects))
-    return _finish(store, report, started)
+    return _finish(store, report, started, log)
 
 
 def _frame_cleaner(store: EventStore, opts: ImportOptions, fmt: Format,
@@ -503,7 +508,7 @@ def _frame_cleaner(store: EventStore, opts: ImportOptions, fmt: Format,
 
 
 def _import_rows(store: EventStore, rows: list[Any], source: str, cleaner: EventCleaner,
-                 opts: ImportOptions) -> ImportReport | None:
+                 opts: ImportOptions, log: bool = True) -> ImportReport | None:
     """``import_frame`` for a small list of event dicts, cleaned row by row; None where the
     rows need the vectorised cleaner (see :func:`tansuo.data.row_cleaning.clean_rows`)."""
     if not all(isinstance(r, dict) for r in rows):
@@ -516,7 +521,7 @@ def _import_rows(store: EventStore, rows: list[Any], source: str, cleaner: Event
     name = cleaner.fmt.name
     report = ImportReport("events", source, name)
     report.bot_users = sorted(bots)
-    report.import_id = store.begin_import("events", source, name)
+    report.import_id = store.begin_import("events", source, name) if log else None
     written = store.write_events(clean.frame, report.import_id, clean.rejects)
     report._add(clean, written.inserted, written.duplicates, len(rows))
-    return _finish(store, report, started)
+    return _finish(store, report, started, log)

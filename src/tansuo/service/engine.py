@@ -262,7 +262,8 @@ class Engine:
             try:
                 report = import_frame(self.store, events, "events",
                                       source=_batch_source(events),
-                                      options=self._import_options, strict_columns=False)
+                                      options=self._import_options, strict_columns=False,
+                                      log=False)
             except TansuoError as exc:
                 raise ServiceError(422, str(exc), "events") from exc
         self.sync()  # folds what was just stored (and anything others stored before it)
@@ -316,7 +317,8 @@ class Engine:
         frame = _frame(items, ITEM_COLUMNS)
         with self.write_lock, self.lock:
             try:
-                report = import_frame(self.store, frame, "items", source=_batch_source(items))
+                report = import_frame(self.store, frame, "items", source=_batch_source(items),
+                                      log=False)
             except TansuoError as exc:
                 raise ServiceError(422, str(exc), "items") from exc
             bad = {r["line"] - 1 for r in report.first_rejected}
