@@ -647,3 +647,20 @@ def test_plain_requests_take_the_fast_path_and_get_the_fastapi_routes_answers(se
     # fast-path requests are measured under the route's template like the others
     metrics = client.get("/metrics").text
     assert 'handler="/v1/users/{user_id}/recommendations"' in metrics
+
+
+def test_a_batchs_quarantine_source_is_its_digest_keyed_under_pseudonymisation():
+    from tansuo.privacy.pseudonym import Pseudonymizer
+    from tansuo.service.engine import _batch_source
+
+    batch = [{"user_id": "alice", "item_id": "R1", "type": "view", "timestamp": T0}]
+    other = [{**batch[0], "user_id": "bob"}]
+    assert _batch_source(batch) == _batch_source([dict(reversed(batch[0].items()))])
+    assert _batch_source(batch) != _batch_source(other)
+    assert _batch_source(batch).startswith("http:") and len(_batch_source(batch)) == 21
+    keyed = Pseudonymizer(["k" * 32])
+    assert _batch_source(batch, keyed) == _batch_source(batch, keyed)
+    assert _batch_source(batch, keyed) not in (_batch_source(batch),
+                                               _batch_source(batch, Pseudonymizer(["j" * 32])))
+    # values orjson cannot write still get a source
+    assert _batch_source([{"user_id": 10**30, "x": object()}]).startswith("http:")

@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -261,7 +261,8 @@ class Engine:
         with self.write_lock:
             try:
                 report = import_frame(self.store, events, "events",
-                                      source=_batch_source(events),
+                                      source=_batch_source(events,
+                                                           self.privacy.pseudonymizer),
                                       options=self._import_options, strict_columns=False,
                                       log=False)
             except TansuoError as exc:
@@ -317,7 +318,8 @@ class Engine:
         frame = _frame(items, ITEM_COLUMNS)
         with self.write_lock, self.lock:
             try:
-                report = import_frame(self.store, frame, "items", source=_batch_source(items),
+                report = import_frame(self.store, frame, "items",
+                                      source=_batch_source(items, self.privacy.pseudonymizer),
                                       log=False)
             except TansuoError as exc:
                 raise ServiceError(422, str(exc), "items") from exc
@@ -789,17 +791,20 @@ def _co_purchases(users: np.ndarray, rows: np.ndarray, types: np.ndarray, ts: np
     return m.tolil()
 
 
-def _batch_source(rows: list[Any]) -> str:
+def _batch_source(rows: list[Any], keyed: Callable[[str], str] | None = None) -> str:
     """The source an API batch's rejected rows are quarantined under: ``http:`` and a digest
     of the batch. The quarantine keeps one row per (source, line, reason), so with one
     source for all batches it kept only the first batch's reject at each position and
-    dropped the others'; a retried identical batch still adds nothing."""
+    dropped the others'; a retried identical batch still adds nothing. With pseudonymisation
+    on, the digest goes through the pseudonymiser (``keyed``), so what the store keeps cannot
+    be matched against guessed raw ids."""
     try:
         data = orjson.dumps(rows, default=str, option=orjson.OPT_SORT_KEYS
                             | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
     except (orjson.JSONEncodeError, TypeError):  # e.g. an integer beyond 64 bits
         data = repr(rows).encode()
-    return "http:" + hashlib.blake2b(data, digest_size=8).hexdigest()
+    digest = hashlib.blake2b(data, digest_size=8).hexdigest()
+    return "http:" + (keyed(digest)[:16] if keyed is not None else digest)
 
 
 def _titles(items: pd.DataFrame) -> dict[str, str]:
