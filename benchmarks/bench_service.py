@@ -5,8 +5,9 @@
 Sets up ``benchmarks/out/service/home`` once (the synthetic shop, a trained model — the
 one-network sequence model by default — and an API key; another ``--model`` spec gets a home
 and a docs block of its own), starts ``tansuo serve`` in a subprocess on a free port, and
-runs an open-loop load generator (aiohttp on uvloop, in this process, on the same 2 cores:
-its own CPU use and its send delay are part of the measurement): recommendation requests for
+runs an open-loop load generator (a minimal HTTP/1.1 client on uvloop, ``--client aiohttp``
+for aiohttp, in this process, on the same 2 cores: its own CPU use and its send delay are part
+of the measurement): recommendation requests for
 random shoppers at ``--rate`` per second for ``--seconds``, while events stream in at
 ``--events-rate`` per second (batches every 100 ms), sent in turn by ``--clients`` independent
 clients (32 by default: many shoppers' requests arrive over many connections; one client's

@@ -24,7 +24,12 @@ from tansuo.privacy.audit import AuditLog
 from tansuo.service.auth import AuthError, KeyStore, RateLimiter
 from tansuo.service.dashboard import add_dashboard
 from tansuo.service.engine import Engine, ServiceError
-from tansuo.service.fast_path import PlainRecommendationRoute
+from tansuo.service.fast_path import (
+    MAX_K,
+    MAX_USER_ID,
+    TEXT_LIMITS,
+    PlainRecommendationRoute,
+)
 from tansuo.service.insights import Insights
 
 __all__ = ["create_app"]
@@ -205,13 +210,13 @@ def create_app(engine: Engine) -> FastAPI:
     @app.get("/v1/users/{user_id}/recommendations", tags=["read"],
              dependencies=[scope("read")], response_model=None)
     async def recommendations(
-        user_id: Annotated[str, Path(min_length=1, max_length=256)],
-        k: Annotated[int, Query(ge=1, le=200)] = 10,
+        user_id: Annotated[str, Path(min_length=1, max_length=MAX_USER_ID)],
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
         explore: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
-        context: Annotated[str, Query(max_length=1000,
+        context: Annotated[str, Query(max_length=TEXT_LIMITS["context"],
                                       description="home, item:ID or search:QUERY")] = "home",
-        category: Annotated[str | None, Query(max_length=500)] = None,
-        exclude: Annotated[str | None, Query(max_length=20_000,
+        category: Annotated[str | None, Query(max_length=TEXT_LIMITS["category"])] = None,
+        exclude: Annotated[str | None, Query(max_length=TEXT_LIMITS["exclude"],
                                              description="Comma-separated item ids")] = None,
         exclude_seen: bool = True,
         strategy: Annotated[Literal[STRATEGIES] | None, Query()] = None,  # type: ignore[valid-type]

@@ -25,10 +25,16 @@ from starlette.routing import Match, Route
 
 from tansuo.exploration.policy import STRATEGIES
 
-__all__ = ["PlainRecommendationRoute", "plain_query"]
+__all__ = ["MAX_K", "MAX_USER_ID", "PlainRecommendationRoute", "TEXT_LIMITS", "plain_query"]
 
-#: query parameter → longest value the FastAPI route accepts
-_TEXT_LIMITS = {"context": 1000, "category": 500, "exclude": 20_000}
+# The route's limits, declared once: the FastAPI route (tansuo.service.app) validates with
+# them too, so the two routes cannot drift apart.
+#: most items a request may ask for (``k``)
+MAX_K = 200
+#: longest user id in the path
+MAX_USER_ID = 256
+#: query parameter → longest value accepted
+TEXT_LIMITS = {"context": 1000, "category": 500, "exclude": 20_000}
 _K = re.compile(r"[1-9][0-9]{0,2}")
 _UNIT = re.compile(r"0(\.[0-9]{1,12})?|1(\.0{1,12})?")  # numbers in [0, 1], plainly written
 _BOOLS = {"true": True, "false": False}
@@ -38,7 +44,7 @@ _SCOPE_KEY = "tansuo.plain_query"
 def plain_query(user_id: Any, query_string: bytes) -> dict[str, Any] | None:
     """The recommendation parameters of a plain request (see the module docstring), as the
     FastAPI route would receive them; None when the request is not plain."""
-    if not isinstance(user_id, str) or not 1 <= len(user_id) <= 256:
+    if not isinstance(user_id, str) or not 1 <= len(user_id) <= MAX_USER_ID:
         return None
     out: dict[str, Any] = {"user_id": user_id, "k": 10, "explore": None, "context": "home",
                            "category": None, "exclude": None, "exclude_seen": True,
@@ -50,15 +56,15 @@ def plain_query(user_id: Any, query_string: bytes) -> dict[str, Any] | None:
             return None
         seen.add(key)
         if key == "k":
-            if not _K.fullmatch(value) or int(value) > 200:
+            if not _K.fullmatch(value) or int(value) > MAX_K:
                 return None
             out["k"] = int(value)
         elif key == "explore":
             if not _UNIT.fullmatch(value):
                 return None
             out["explore"] = float(value)
-        elif key in _TEXT_LIMITS:
-            if not value or len(value) > _TEXT_LIMITS[key]:
+        elif key in TEXT_LIMITS:
+            if not value or len(value) > TEXT_LIMITS[key]:
                 return None
             out[key] = value
         elif key == "exclude_seen":
